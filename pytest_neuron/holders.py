@@ -1,0 +1,112 @@
+"""Holder records: who holds a core, readable by anyone without taking a lock.
+
+A record is a small JSON file per physical core, written by the holder *after*
+it has locked the core and removed *before* it unlocks it, always by
+write-to-temporary-then-rename, so a reader sees a whole record or none.  A
+record whose core is unlocked therefore means its holder died without cleaning
+up; its pid tells the next holder which process to wait for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from .procinfo import is_running, my_starttime
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    starttime: int | None
+    host: str
+    user: str
+    command: str
+    since: float
+    lease_id: str
+    cores: tuple[int, ...] = ()
+    physical: tuple[int, ...] = ()
+    worker: str | None = None
+    test: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for error messages and the status table."""
+        who = self.test or self.worker or "a process"
+        age = max(0.0, time.time() - self.since)
+        return f"pid {self.pid} ({self.user}@{self.host}, {who}, for {age:.1f}s): {self.command[:120]}"
+
+    def is_alive(self) -> bool:
+        """True unless the holder is certainly gone (records from another host count as alive)."""
+        if self.host != socket.gethostname():
+            return True
+        return is_running(self.pid, self.starttime)
+
+
+def current_user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def new_holder(
+    lease_id: str,
+    cores: tuple[int, ...],
+    physical: tuple[int, ...],
+    *,
+    worker: str | None,
+    test: str | None,
+) -> Holder:
+    return Holder(
+        pid=os.getpid(),
+        starttime=my_starttime(),
+        host=socket.gethostname(),
+        user=current_user(),
+        command=" ".join(sys.argv) or sys.executable,
+        since=time.time(),
+        lease_id=lease_id,
+        cores=cores,
+        physical=physical,
+        worker=worker,
+        test=test,
+    )
+
+
+def write_record(path: Path, holder: Holder) -> None:
+    """Write ``holder`` to ``path`` atomically (temporary file, then rename)."""
+    data = json.dumps(asdict(holder), separators=(",", ":")).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_record(path: Path) -> Holder | None:
+    """The record at ``path``, or ``None`` when there is none or it is not ours to read."""
+    try:
+        raw = json.loads(path.read_bytes())
+        raw["cores"] = tuple(raw.get("cores", ()))
+        raw["physical"] = tuple(raw.get("physical", ()))
+        return Holder(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def remove_record(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

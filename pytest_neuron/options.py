@@ -1,0 +1,53 @@
+"""Command-line options and ini keys, generated from the settings table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .settings import REQUIRE, RUN_SETTINGS, TEST_SETTINGS, VALIDATE_HASH
+
+if TYPE_CHECKING:
+    import pytest
+
+CORES_HELP = (
+    "the pool of NeuronCores this run may use, e.g. 0-31 or 0-3,8-11 "
+    "(default: NEURON_RT_VISIBLE_CORES, else every core found on this host)"
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option in the ``neuron`` group, each with an ini key of the same name."""
+    group = parser.getgroup("neuron", "NeuronCores for parallel runs (pytest-neuron)")
+    group.addoption("--neuron-cores", dest="neuron_cores", metavar="CORESET", default=None, help=CORES_HELP)
+    parser.addini("neuron_cores", CORES_HELP, type="string", default="")
+    for spec in (*RUN_SETTINGS, *TEST_SETTINGS):
+        env = f" [env {spec.env}]" if spec.env else ""
+        if spec is VALIDATE_HASH:
+            group.addoption(
+                spec.option,
+                dest=spec.dest,
+                action="store_const",
+                const=True,
+                default=None,
+                help=spec.help + env,
+            )
+            group.addoption(
+                "--no-neuron-validate-hash",
+                dest=spec.dest,
+                action="store_const",
+                const=False,
+                help="turn NEURON_RT_VALIDATE_HASH off for each test",
+            )
+        elif spec is REQUIRE:
+            group.addoption(
+                spec.option,
+                dest=spec.dest,
+                action="store_const",
+                const=True,
+                default=None,
+                help=spec.help + env,
+            )
+        else:
+            metavar = spec.name.upper()
+            group.addoption(spec.option, dest=spec.dest, metavar=metavar, default=None, help=spec.help + env)
+        parser.addini(spec.ini, spec.help, type="string", default="")

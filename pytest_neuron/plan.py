@@ -1,0 +1,180 @@
+"""The plan of one run: its pool, its settings, and where its locks live.
+
+Built once per process, from the command line, the environment and the ini
+file (:func:`build_plan`), or in an xdist worker from the controller's plan
+(:func:`plan_from_json`), so every worker works from the same pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .handoff import Handoff, inherited_handoff
+from .placement import candidate_windows
+from .settings import RUN_SETTINGS, Resolved, Spec, resolve
+from .topology import Topology, TopologyError, detect_host, resolve_topology
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+PLAN_ENV = "PYTEST_NEURON_PLAN"
+HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"
+NEURON_LS_ENV = "PYTEST_NEURON_NEURON_LS"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    topology: Topology | None
+    settings: Mapping[str, Resolved[Any]]
+    user_env: Mapping[str, str]
+    handoff: Handoff | None = None
+    slice_size: int | None = None
+    workers: int | None = None
+    run_id: str = field(default_factory=lambda: os.urandom(6).hex())
+
+    def value(self, name: str) -> Any:
+        return self.settings[name].value
+
+    @property
+    def scope(self) -> str:
+        return str(self.value("scope"))
+
+    @property
+    def lock_root(self) -> Path:
+        """Where this run's locks live: the lock directory, or the nested domain of a handed-down lease."""
+        if self.handoff is not None:
+            return self.handoff.nested_root
+        return Path(str(self.value("lock_dir")))
+
+    @property
+    def lock_source(self) -> str:
+        if self.handoff is not None:
+            return f"the lease handed down by pid {self.handoff.pid} (nested domain)"
+        return self.settings["lock_dir"].source
+
+    def with_workers(self, workers: int) -> RunPlan:
+        """This plan for ``workers`` xdist workers: fixes each worker's slice size."""
+        size = self.value("cores_per_worker")
+        if size is None and self.topology is not None:
+            size = max(1, self.topology.size // max(1, workers))
+        return RunPlan(self.topology, self.settings, self.user_env, self.handoff, size, workers, self.run_id)
+
+    def slices_that_fit(self, size: int) -> int:
+        """How many disjoint windows of ``size`` cores the pool holds at once."""
+        if self.topology is None:
+            return 0
+        taken: set[int] = set()
+        count = 0
+        for window in candidate_windows(self.topology.cores, size):
+            if not taken.intersection(window):
+                taken.update(window)
+                count += 1
+        limit = self.topology.limit
+        return count if limit is None else min(count, limit // size)
+
+
+USER_ENV_PREFIXES = ("NEURON_", "PYTEST_NEURON_")
+USER_ENV_NAMES = ("MASTER_PORT",)
+
+
+def snapshot_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(USER_ENV_PREFIXES) or k in USER_ENV_NAMES}
+
+
+def build_plan(
+    cmdline: Callable[[str], Any],
+    ini: Callable[[str], str | None],
+    env: Mapping[str, str],
+    detect: Callable[[], Any] | None = None,
+) -> RunPlan:
+    """Resolve every run setting and the pool.
+
+    Raises SettingError or TopologyError (both ValueError) with one line.
+    """
+    settings: dict[str, Resolved[Any]] = {}
+    for spec in RUN_SETTINGS:
+        settings[spec.name] = _resolve(spec, cmdline, ini, env)
+    explicit: tuple[str, str] | None = None
+    if cmdline("neuron_cores") is not None:
+        explicit = (str(cmdline("neuron_cores")), "--neuron-cores")
+    elif (ini_cores := ini("neuron_cores")) and ini_cores.strip():
+        explicit = (ini_cores, "ini neuron_cores")
+    handoff = inherited_handoff(env)
+    if detect is None:
+        root = Path(env.get(HOST_ROOT_ENV, "/"))
+        command = tuple(env[NEURON_LS_ENV].split()) if env.get(NEURON_LS_ENV) else None
+
+        def detect() -> Any:
+            if command is not None:
+                return detect_host(root=root, neuron_ls=command, env=env)
+            return detect_host(root=root, env=env)
+
+    topology = resolve_topology(explicit=explicit, env=env, detect=detect)
+    if handoff is not None and topology is not None and not handoff.cores.issuperset(topology.cores):
+        raise TopologyError(
+            f"this run is nested inside pid {handoff.pid}'s lease of cores "
+            f"{sorted(handoff.cores)} and may only use those, but its pool is {topology.source}"
+        )
+    return RunPlan(topology, settings, snapshot_env(env), handoff)
+
+
+def _resolve(
+    spec: Spec[Any], cmdline: Callable[[str], Any], ini: Callable[[str], str | None], env: Mapping[str, str]
+) -> Resolved[Any]:
+    return resolve(spec, cmdline=cmdline(spec.dest), env=env, ini=ini(spec.ini))
+
+
+# -- passing the plan to xdist workers ------------------------------------------
+def plan_to_json(plan: RunPlan) -> str:
+    topo = plan.topology
+    data: dict[str, Any] = {
+        "settings": {k: [r.value, r.source] for k, r in plan.settings.items()},
+        "user_env": dict(plan.user_env),
+        "slice_size": plan.slice_size,
+        "workers": plan.workers,
+        "run_id": plan.run_id,
+        "handoff": None
+        if plan.handoff is None
+        else {
+            "root": str(plan.handoff.root),
+            "pid": plan.handoff.pid,
+            "starttime": plan.handoff.starttime,
+            "cores": sorted(plan.handoff.cores),
+        },
+        "topology": None
+        if topo is None
+        else asdict(topo)
+        | {
+            "physical": {str(k): list(v) for k, v in topo.physical.items()},
+            "device_of": {str(k): v for k, v in topo.device_of.items()},
+        },
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def plan_from_json(text: str) -> RunPlan:
+    data = json.loads(text)
+    topo_data = data["topology"]
+    topology = None
+    if topo_data is not None:
+        topology = Topology(
+            cores=tuple(topo_data["cores"]),
+            physical={int(k): tuple(v) for k, v in topo_data["physical"].items()},
+            source=topo_data["source"],
+            lnc=topo_data["lnc"],
+            device_of={int(k): v for k, v in topo_data["device_of"].items()},
+            instance_type=topo_data["instance_type"],
+            limit=topo_data["limit"],
+        )
+    handoff = None
+    if data["handoff"] is not None:
+        h = data["handoff"]
+        handoff = Handoff(Path(h["root"]), h["pid"], h["starttime"], frozenset(h["cores"]))
+    settings = {k: Resolved(v[0], v[1]) for k, v in data["settings"].items()}
+    return RunPlan(
+        topology, settings, data["user_env"], handoff, data["slice_size"], data["workers"], data["run_id"]
+    )

@@ -1,0 +1,386 @@
+"""The pytest session plugin: leases, environment and per-test settings of one process.
+
+Ordering, which the runtime's habits dictate:
+
+* In **worker scope** a process (an xdist worker, or pytest itself without
+  xdist) leases its slice in ``pytest_load_initial_conftests`` and exports
+  ``NEURON_RT_VISIBLE_CORES`` before any conftest or test module is imported,
+  since the runtime reads it once, when it initialises.
+* In **test scope** each test leases its window in a ``tryfirst`` wrapper of
+  ``pytest_runtest_protocol``: outside pytest-timeout's timer (the wait has its
+  own bound) and around pytest-forked's fork, so a forked child inherits both
+  the environment and the locks.
+* A lease is released only when no Neuron device is open in this process:
+  a runtime initialised in-process pins its cores until the process exits, so
+  handing them on earlier would meet "NeuronCore(s) not available".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .coreset import format_coreset
+from .envpatch import EnvPatch
+from .handoff import handoff_value
+from .lease import Lease, LeaseError, LeaseManager, LeaseTimeout
+from .marker import MarkerError, Request, parse_marker
+from .procinfo import open_devices
+from .runtime_env import lease_env, neuron_environ, settings_env
+from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from .timeout import effective_pytest_timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from .plan import RunPlan
+
+DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
+REQUEST_KEY = pytest.StashKey["Request | str"]()
+LEASE_KEY = pytest.StashKey["TestCores"]()
+
+
+class NeuronWarning(pytest.PytestWarning):
+    """A pytest-neuron warning (pinned cores, a pytest-timeout shorter than the runtime's)."""
+
+
+@dataclass(frozen=True)
+class NeuronCores:
+    """What the ``neuron_cores`` fixture returns: the cores this test runs with."""
+
+    cores: tuple[int, ...]
+    visible_cores: str
+    env: dict[str, str]
+    wait_seconds: float
+
+
+@dataclass
+class TestCores:
+    lease: Lease | None
+    patch: EnvPatch | None
+    error: str | None = None
+    wait: float = 0.0
+
+
+@dataclass
+class ProcessState:
+    lease: Lease | None = None
+    patch: EnvPatch | None = None
+    error: str | None = None
+    pinned: list[Lease] = field(default_factory=list)
+
+
+class NeuronSession:
+    """Holds one process's leases and environment; registered as a plugin."""
+
+    def __init__(self, config: pytest.Config, plan: RunPlan, role: str) -> None:
+        self.config = config
+        self.plan = plan
+        self.role = role  # "single", "controller" or "worker"
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER") if role == "worker" else None
+        self.state = ProcessState()
+        self.manager: LeaseManager | None = None
+        if plan.topology is not None:
+            self.manager = LeaseManager(plan.lock_root, plan.topology, source=plan.lock_source)
+        self.test_defaults: dict[str, Resolved[Any]] = {}
+        self.device_prefix = os.environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
+        self.pin_warned = False
+        self.pinned_message: str | None = None
+        self.records: list[tuple[str, str, float, str | None]] = []  # nodeid, cores, wait, worker
+        self.trace: Any = None
+
+    # -- process-wide slice (worker scope) -------------------------------------------------
+    def lease_process_slice(self) -> None:
+        """Lease this process's slice and export it; never raises for a busy pool."""
+        plan, topo = self.plan, self.plan.topology
+        if self.manager is None or topo is None or self.state.lease is not None:
+            return
+        size = plan.slice_size or plan.value("cores_per_worker") or topo.size
+        try:
+            lease = self.manager.acquire(
+                size, timeout=float(plan.value("wait_timeout")), worker=self.worker or "pytest"
+            )
+        except (LeaseTimeout, LeaseError) as exc:
+            self.state.error = f"{self.worker or 'this process'} got no cores: {exc}"
+            return
+        self.state.lease = lease
+        self.state.patch = EnvPatch(self._lease_env(lease)).apply()
+        if self.trace is not None:
+            self.trace.lease(lease, self.worker or "pytest")
+
+    def _lease_env(self, lease: Lease) -> dict[str, str | None]:
+        return lease_env(
+            lease.cores,
+            lease.physical[0],
+            port_base=int(self.plan.value("port_base")),
+            user_env=self.plan.user_env,
+            handoff=handoff_value(lease.domain, lease.cores),
+        )
+
+    def release_process_slice(self) -> None:
+        lease = self.state.lease
+        if self.state.patch is not None:
+            self.state.patch.restore()
+            self.state.patch = None
+        if lease is not None and self.manager is not None:
+            self.state.lease = None
+            if open_devices(self.device_prefix):
+                self.state.pinned.append(lease)  # the process exit releases it
+            else:
+                self.manager.release(lease)
+
+    # -- configuration -----------------------------------------------------------------------
+    def resolve_test_defaults(self) -> None:
+        """Resolve the per-test settings once (command line > environment > ini > default)."""
+        for spec in TEST_SETTINGS:
+            cmdline = self.config.getoption(spec.dest)
+            ini = self.config.getini(spec.ini)
+            self.test_defaults[spec.name] = resolve(
+                spec, cmdline=cmdline, env=self.plan.user_env, ini=ini or None
+            )
+
+    def request_for(self, item: pytest.Item) -> Request | str | None:
+        """The parsed neuron marker of ``item``, an error message, or None when unmarked."""
+        if REQUEST_KEY in item.stash:
+            return item.stash[REQUEST_KEY]
+        marker = item.get_closest_marker("neuron")
+        if marker is None:
+            return None
+        topo = self.plan.topology
+        try:
+            request: Request | str = parse_marker(
+                marker.args, marker.kwargs, nodeid=item.nodeid, pool_size=None if topo is None else topo.size
+            )
+        except MarkerError as exc:
+            request = str(exc)
+        item.stash[REQUEST_KEY] = request
+        return request
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self.request_for(item)
+
+    # -- per test ---------------------------------------------------------------------------
+    def _test_env(self, request: Request | None) -> dict[str, str | None]:
+        values: dict[str, object] = {}
+        for spec in TEST_SETTINGS:
+            given = None if request is None else request.settings.get(spec.name)
+            values[spec.name] = given if given is not None else self.test_defaults[spec.name].value
+        return settings_env(values, RUNTIME_VARS)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        if self.role == "controller":
+            return (yield)
+        request = self.request_for(item)
+        parsed = request if isinstance(request, Request) else None
+        test_cores = TestCores(lease=None, patch=None)
+        item.stash[LEASE_KEY] = test_cores
+        env = self._test_env(parsed)
+        if self.plan.scope == "test" and self.manager is not None and not isinstance(request, str):
+            k = parsed.cores if parsed is not None else 1
+            try:
+                lease = self.manager.acquire(
+                    k, timeout=float(self.plan.value("wait_timeout")), worker=self.worker, test=item.nodeid
+                )
+            except (LeaseTimeout, LeaseError) as exc:
+                test_cores.error = str(exc)
+            else:
+                test_cores.lease, test_cores.wait = lease, lease.wait_seconds
+                env.update(self._lease_env(lease))
+                if self.trace is not None:
+                    self.trace.lease(lease, item.nodeid)
+        test_cores.patch = EnvPatch(env).apply() if env else None
+        try:
+            return (yield)
+        finally:
+            if test_cores.patch is not None:
+                test_cores.patch.restore()
+            if test_cores.lease is not None:
+                self._end_test_lease(item, test_cores.lease)
+
+    def _end_test_lease(self, item: pytest.Item, lease: Lease) -> None:
+        assert self.manager is not None
+        devices = open_devices(self.device_prefix)
+        if self.trace is not None:
+            self.trace.release(lease)
+        if not devices:
+            self.manager.release(lease)
+            return
+        self.state.pinned.append(lease)
+        if not self.pin_warned:
+            self.pin_warned = True
+            message = (
+                f"{item.nodeid} initialised the Neuron runtime in this process ({devices[0]} is open), "
+                f"which pins cores {lease.visible_cores} until the process exits; they stay locked until "
+                "then. Start Neuron work in a subprocess or run with --forked in test scope."
+            )
+            self.pinned_message = message
+            with contextlib.suppress(NeuronWarning):
+                item.warn(NeuronWarning(message))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if self.role == "controller":
+            return
+        request = self.request_for(item)
+        if isinstance(request, str):
+            pytest.fail(request, pytrace=False)
+        wants = request is not None or "neuron_cores" in getattr(item, "fixturenames", ())
+        topo = self.plan.topology
+        if topo is None:
+            if wants:
+                self._no_cores()
+            return
+        test_cores = item.stash.get(LEASE_KEY, None)
+        if test_cores is not None and test_cores.error:
+            pytest.fail(test_cores.error, pytrace=False)
+        if self.plan.scope == "worker" and wants:
+            if self.state.error:
+                pytest.fail(self.state.error, pytrace=False)
+            have = self.state.lease
+            need = request.cores if request is not None else 1
+            if have is not None and need > len(have.cores):
+                pytest.fail(
+                    f"{item.nodeid} needs {need} cores but its worker has {len(have.cores)} "
+                    f"({have.visible_cores}); give workers more with --neuron-cores-per-worker={need}, "
+                    "or let each test lease its own with --neuron-scope=test",
+                    pytrace=False,
+                )
+        self._check_timeouts(item, request if isinstance(request, Request) else None)
+        cores = self.cores_for(item)
+        if cores is not None:
+            item.user_properties.append(("neuron_cores", cores.visible_cores))
+            item.user_properties.append(("neuron_wait_seconds", round(cores.wait_seconds, 4)))
+            if self.worker:
+                item.user_properties.append(("neuron_worker", self.worker))
+
+    def _no_cores(self) -> None:
+        message = (
+            "no Neuron cores: no device was found on this host and no pool was given "
+            "(pass --neuron-cores=0-7 to simulate one, or run on a Neuron host)"
+        )
+        if self.plan.value("require"):
+            pytest.fail(
+                message + f"; failing because of --neuron-require ({self.plan.settings['require'].source})",
+                pytrace=False,
+            )
+        pytest.skip(message)
+
+    def _check_timeouts(self, item: pytest.Item, request: Request | None) -> None:
+        exec_timeout = (request.settings.get("exec_timeout") if request else None) or self.test_defaults[
+            "exec_timeout"
+        ].value
+        pytest_timeout = effective_pytest_timeout(item)
+        if exec_timeout and pytest_timeout and pytest_timeout <= float(str(exec_timeout)):
+            warnings.warn(
+                NeuronWarning(
+                    f"{item.nodeid}: pytest-timeout ({pytest_timeout:g}s) fires at or before "
+                    f"NEURON_RT_EXEC_TIMEOUT ({exec_timeout}s); raise the pytest timeout so the runtime's "
+                    "own, clearer timeout error comes first"
+                ),
+                stacklevel=1,
+            )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "setup":
+            return
+        props = dict(report.user_properties)
+        if "neuron_cores" in props:
+            self.records.append(
+                (
+                    report.nodeid,
+                    str(props["neuron_cores"]),
+                    float(str(props.get("neuron_wait_seconds", 0.0))),
+                    str(props["neuron_worker"]) if props.get("neuron_worker") else None,
+                )
+            )
+
+    # -- the fixture ------------------------------------------------------------------------
+    def cores_for(self, item: pytest.Item) -> NeuronCores | None:
+        test_cores = item.stash.get(LEASE_KEY, None)
+        lease = test_cores.lease if test_cores is not None and test_cores.lease else self.state.lease
+        if lease is None:
+            return None
+        wait = test_cores.wait if test_cores is not None and test_cores.lease else lease.wait_seconds
+        return NeuronCores(lease.cores, format_coreset(lease.cores), neuron_environ(), wait)
+
+    def pytest_unconfigure(self) -> None:
+        self.release_process_slice()
+        if self.trace is not None:
+            self.trace.close()
+
+    def process_summary(self) -> dict[str, Any]:
+        lease = self.state.lease or (self.state.pinned[0] if self.state.pinned else None)
+        return {
+            "worker": self.worker,
+            "cores": None if lease is None else lease.visible_cores,
+            "wait": None if lease is None else round(lease.wait_seconds, 3),
+            "error": self.state.error,
+            "time": time.time(),
+        }
+
+    # -- wiring called from plugin.py --------------------------------------------------------
+    def configure(self) -> None:
+        """Once the role is known: per-test defaults, worker counts, the trace."""
+        try:
+            self.resolve_test_defaults()
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.role == "controller":
+            self._check_workers()
+        if self.plan.value("trace") and self.plan.topology is not None:
+            from .trace import Trace
+
+            self.trace = Trace(str(self.plan.value("trace")), self.role, self.worker, self.plan.run_id)
+
+    def _check_workers(self) -> None:
+        workers = len(self.config.getoption("tx", None) or [])
+        topo = self.plan.topology
+        if not workers or topo is None:
+            return
+        self.plan = self.plan.with_workers(workers)
+        if self.plan.scope != "worker" or self.plan.slice_size is None:
+            return
+        size = self.plan.slice_size
+        if size > topo.size:
+            raise pytest.UsageError(
+                f"--neuron-cores-per-worker={size} ({self.plan.settings['cores_per_worker'].source}) is more "
+                f"than the pool's {topo.size} cores ({topo.source})"
+            )
+        fit = self.plan.slices_that_fit(size)
+        if workers > fit:
+            raise pytest.UsageError(
+                f"{workers} workers need {workers} slices of {size} core{'s' if size != 1 else ''}, but pool "
+                f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto), "
+                "or a smaller --neuron-cores-per-worker"
+            )
+
+    def header(self) -> list[str]:
+        from .report import header_lines
+
+        return header_lines(self.plan, self.role, self.config.get_verbosity() > 0)
+
+    def finish(self) -> None:
+        from .xdist_hooks import worker_output
+
+        output = worker_output(self.config)
+        if output is not None:
+            output["neuron"] = self.process_summary()
+
+    def summary(self) -> list[str]:
+        from .report import summary_lines
+
+        if self.role == "worker" or self.plan.topology is None:
+            return []
+        hooks = self.config.pluginmanager.get_plugin("neuron-xdist")
+        workers = getattr(hooks, "worker_summaries", {}) if hooks is not None else {}
+        process = self.process_summary() if self.role == "single" else None
+        return summary_lines(self.plan.scope, self.records, workers, process, self.pinned_message)

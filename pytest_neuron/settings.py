@@ -1,0 +1,261 @@
+"""Every setting of pytest-neuron, and the one function that resolves each.
+
+Precedence, everywhere: marker > command line > environment > ini > default.
+A value is validated where it is resolved, and a bad one raises
+:class:`SettingError` whose message quotes the value and names its source
+(``--neuron-scope``, ``PYTEST_NEURON_SCOPE``, ``ini neuron_scope``, or the
+marker of a test) and what is accepted.
+
+The pool itself (``--neuron-cores``) is not resolved here but by the topology
+chain, where ini ``neuron_cores`` comes before an inherited
+``NEURON_RT_VISIBLE_CORES`` (see topology.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE", "QUIET")
+LOG_LOCATIONS = ("console", "syslog")
+SCOPES = ("worker", "test")
+DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_PORT_BASE = 61234
+
+
+class SettingError(ValueError):
+    """A bad setting; ``str()`` is the one-line message."""
+
+
+def _bad(value: object, source: str, accepted: str) -> SettingError:
+    return SettingError(f"invalid value {value!r} from {source}: expected {accepted}")
+
+
+def parse_log_level(value: str, source: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise _bad(value, source, "one of " + ", ".join(LOG_LEVELS))
+    return level
+
+
+def parse_log_location(value: str, source: str) -> str:
+    location = value.strip().lower()
+    if location not in LOG_LOCATIONS:
+        raise _bad(value, source, "console or syslog")
+    return location
+
+
+def parse_exec_timeout(value: object, source: str) -> int:
+    """Whole seconds >= 0, as NEURON_RT_EXEC_TIMEOUT takes them."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _bad(value, source, "a whole number of seconds >= 0")
+    text = str(value).strip()
+    if not text.isdigit():
+        raise _bad(value, source, "a whole number of seconds >= 0")
+    return int(text)
+
+
+def parse_bool(value: object, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _bad(value, source, "true or false")
+
+
+def parse_scope(value: str, source: str) -> str:
+    scope = value.strip().lower()
+    if scope not in SCOPES:
+        raise _bad(value, source, "worker or test")
+    return scope
+
+
+def parse_positive_int(value: object, source: str) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise _bad(value, source, "a whole number >= 1")
+    return int(text)
+
+
+def parse_port(value: object, source: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 1024 <= int(text) <= 64800:
+        raise _bad(value, source, "a port number from 1024 to 64800")
+    return int(text)
+
+
+def parse_seconds(value: object, source: str) -> float:
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        raise _bad(value, source, "a number of seconds >= 0") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise _bad(value, source, "a number of seconds >= 0")
+    return seconds
+
+
+def parse_path(value: str, source: str) -> str:
+    if not value.strip():
+        raise _bad(value, source, "a directory path")
+    return value
+
+
+@dataclass(frozen=True)
+class Spec(Generic[T]):
+    """One setting: where it may come from, how it is read, what it defaults to."""
+
+    name: str
+    parse: Callable[[Any, str], T]
+    default: T | None
+    help: str
+    env: str | None = None
+    marker: str | None = None
+
+    @property
+    def option(self) -> str:
+        return "--neuron-" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "neuron_" + self.name
+
+    @property
+    def ini(self) -> str:
+        return "neuron_" + self.name
+
+
+@dataclass(frozen=True)
+class Resolved(Generic[T]):
+    value: T | None
+    source: str
+
+
+SCOPE = Spec(
+    "scope",
+    parse_scope,
+    "worker",
+    "worker: each xdist worker leases a slice for its life "
+    "(default); test: each test leases the cores its marker asks for, for its own run",
+    env="PYTEST_NEURON_SCOPE",
+)
+CORES_PER_WORKER = Spec(
+    "cores_per_worker",
+    parse_positive_int,
+    None,
+    "cores in each worker's slice (default: pool size // workers, at least 1)",
+    env="PYTEST_NEURON_CORES_PER_WORKER",
+)
+LOCK_DIR = Spec(
+    "lock_dir",
+    parse_path,
+    "/tmp/pytest-neuron",
+    "host-wide lock directory shared by every run on this host (default /tmp/pytest-neuron)",
+    env="PYTEST_NEURON_LOCK_DIR",
+)
+WAIT_TIMEOUT = Spec(
+    "wait_timeout",
+    parse_seconds,
+    DEFAULT_WAIT_TIMEOUT,
+    "seconds to wait for cores before failing, 0 = fail at once (default 600)",
+    env="PYTEST_NEURON_WAIT_TIMEOUT",
+)
+REQUIRE = Spec(
+    "require",
+    parse_bool,
+    False,
+    "fail (not skip) neuron tests when no Neuron cores are found",
+    env="PYTEST_NEURON_REQUIRE",
+)
+PORT_BASE = Spec(
+    "port_base",
+    parse_port,
+    DEFAULT_PORT_BASE,
+    "first port of NEURON_RT_ROOT_COMM_ID (base + first core) and MASTER_PORT "
+    "(base + 512 + first core), default 61234",
+    env="PYTEST_NEURON_PORT_BASE",
+)
+TRACE = Spec(
+    "trace",
+    parse_path,
+    None,
+    "write a Chrome trace of every lease, wait and test to this path (and an HTML timeline next to it)",
+    env="PYTEST_NEURON_TRACE",
+)
+LOG_LEVEL = Spec(
+    "log_level",
+    parse_log_level,
+    None,
+    "NEURON_RT_LOG_LEVEL for each test: " + ", ".join(LOG_LEVELS),
+    env="NEURON_RT_LOG_LEVEL",
+    marker="log_level",
+)
+LOG_LOCATION = Spec(
+    "log_location",
+    parse_log_location,
+    None,
+    "NEURON_RT_LOG_LOCATION for each test: console or syslog",
+    env="NEURON_RT_LOG_LOCATION",
+    marker="log_location",
+)
+EXEC_TIMEOUT = Spec(
+    "exec_timeout",
+    parse_exec_timeout,
+    None,
+    "NEURON_RT_EXEC_TIMEOUT for each test, whole seconds >= 0",
+    env="NEURON_RT_EXEC_TIMEOUT",
+    marker="exec_timeout",
+)
+VALIDATE_HASH = Spec(
+    "validate_hash",
+    parse_bool,
+    None,
+    "NEURON_RT_VALIDATE_HASH for each test",
+    env="NEURON_RT_VALIDATE_HASH",
+    marker="validate_hash",
+)
+
+RUN_SETTINGS: tuple[Spec[Any], ...] = (
+    SCOPE,
+    CORES_PER_WORKER,
+    LOCK_DIR,
+    WAIT_TIMEOUT,
+    REQUIRE,
+    PORT_BASE,
+    TRACE,
+)
+TEST_SETTINGS: tuple[Spec[Any], ...] = (LOG_LEVEL, LOG_LOCATION, EXEC_TIMEOUT, VALIDATE_HASH)
+RUNTIME_VARS = {spec.name: spec.env for spec in TEST_SETTINGS}
+
+
+def resolve(
+    spec: Spec[T],
+    *,
+    cmdline: object = None,
+    env: Mapping[str, str],
+    ini: str | None = None,
+    marker: object = None,
+    marker_source: str = "the neuron marker",
+) -> Resolved[T]:
+    """Resolve ``spec``: marker > command line > environment > ini > default.
+
+    ``None`` (and an empty ini value) means "not given here".
+    """
+    if marker is not None:
+        return Resolved(spec.parse(marker, marker_source), marker_source)
+    if cmdline is not None:
+        return Resolved(spec.parse(cmdline, spec.option), spec.option)
+    if spec.env is not None and env.get(spec.env, "").strip():
+        source = f"environment variable {spec.env}"
+        return Resolved(spec.parse(env[spec.env], source), source)
+    if ini is not None and ini.strip():
+        source = f"ini {spec.ini}"
+        return Resolved(spec.parse(ini, source), source)
+    return Resolved(spec.default, "default")

@@ -1,0 +1,419 @@
+"""Which NeuronCores exist on this host, and which this run may use.
+
+A run's :class:`Topology` is found by a chain of providers, tried in order; the
+first that answers wins and the result names it in ``source``:
+
+1. ``--neuron-cores`` / ini ``neuron_cores``: an explicit pool, trusted as given
+   (this is how a machine without Neuron devices simulates one);
+2. an inherited ``NEURON_RT_VISIBLE_CORES``: that set is the pool;
+3. an inherited ``NEURON_RT_NUM_CORES=N`` (N > 0): N of the detected cores;
+4. ``neuron-ls --json-output``;
+5. ``/dev/neuron*`` devices times the cores per device of the instance family;
+6. nothing: no Neuron cores here.
+
+Logical core indices are what ``NEURON_RT_VISIBLE_CORES`` names.  With a logical
+NeuronCore config (LNC) of 2, logical core ``i`` covers physical cores ``2i`` and
+``2i+1``; locks are always taken on physical cores, so runs at LNC=1 and LNC=2
+on one host can never overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
+
+from pytest_neuron.coreset import CoreSetError, format_coreset, parse_coreset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping, Sequence
+
+_log = logging.getLogger("pytest_neuron")
+
+VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
+NUM_CORES = "NEURON_RT_NUM_CORES"
+LNC_VARIABLE = "NEURON_LOGICAL_NC_CONFIG"
+LNC_FILE = "opt/aws/neuron/logical_nc_config"
+PRODUCT_NAME_FILE = "sys/devices/virtual/dmi/id/product_name"
+NEURON_BIN_DIR = "opt/aws/neuron/bin"
+DEFAULT_NEURON_LS: tuple[str, ...] = ("neuron-ls", "--json-output")
+NEURON_LS_TIMEOUT = 10.0
+
+#: Physical NeuronCores per Neuron device, by instance family.
+PHYSICAL_CORES_PER_DEVICE = {"inf1": 4, "inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 8, "trn2u": 8, "trn3": 8}
+#: Families where a logical NeuronCore config applies (default 2); elsewhere LNC is 1.
+LNC_FAMILIES = frozenset({"trn2", "trn2u", "trn3"})
+
+_DEVICE_NAME = re.compile(r"neuron(0|[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The pool of one run.
+
+    ``cores``: the logical core indices this run may hand out, ascending.
+    ``physical``: for each of them, the physical cores it covers.
+    ``device_of``: for each of them, its Neuron device (empty when unknown,
+    as for a simulated pool).
+    ``limit``: at most this many cores may be in use by the run at once
+    (``NEURON_RT_NUM_CORES``), or ``None``.
+    """
+
+    cores: tuple[int, ...]
+    physical: Mapping[int, tuple[int, ...]]
+    source: str
+    lnc: int = 1
+    device_of: Mapping[int, int] = field(default_factory=dict)
+    instance_type: str | None = None
+    limit: int | None = None
+
+    @property
+    def size(self) -> int:
+        """How many cores the run may use at once."""
+        return len(self.cores) if self.limit is None else min(self.limit, len(self.cores))
+
+    def physical_cores(self, logical: tuple[int, ...] | frozenset[int]) -> tuple[int, ...]:
+        return tuple(sorted(p for core in logical for p in self.physical[core]))
+
+
+def identity_topology(cores: frozenset[int] | tuple[int, ...], source: str, *, lnc: int = 1) -> Topology:
+    """A pool with no detected device: logical core ``i`` covers ``i*lnc .. i*lnc+lnc-1``."""
+    ordered = tuple(sorted(cores))
+    return Topology(
+        cores=ordered,
+        physical={c: tuple(range(c * lnc, c * lnc + lnc)) for c in ordered},
+        source=source,
+        lnc=lnc,
+    )
+
+
+class TopologyError(ValueError):
+    """Unusable topology input; ``str()`` is one line that quotes the value and names its source."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What detection found on this host (providers 4 and 5).
+
+    ``cores``: every logical core index of the host, ascending; ``physical``
+    maps each to its host-global physical cores and ``device_of`` to its device.
+    """
+
+    cores: tuple[int, ...]
+    physical: Mapping[int, tuple[int, ...]]
+    device_of: Mapping[int, int]
+    lnc: int
+    source: str
+    instance_type: str | None = None
+
+
+def _make_host(device_of: dict[int, int], lnc: int, source: str, instance_type: str | None) -> Host:
+    cores = tuple(sorted(device_of))
+    physical = {core: tuple(range(core * lnc, core * lnc + lnc)) for core in cores}
+    return Host(cores, physical, device_of, lnc, source, instance_type)
+
+
+def _lnc_from_env(env: Mapping[str, str]) -> int | None:
+    value = env.get(LNC_VARIABLE, "").strip()
+    if value in ("", "1", "2"):
+        return int(value) if value else None
+    raise TopologyError(
+        f"invalid logical NeuronCore config {value!r} from environment variable {LNC_VARIABLE}: "
+        "expected 1 or 2"
+    )
+
+
+def read_lnc(env: Mapping[str, str], root: Path) -> int | None:
+    """The configured LNC: ``NEURON_LOGICAL_NC_CONFIG``, else ``root/opt/aws/neuron/logical_nc_config``.
+
+    An empty variable counts as unset; ``None`` when neither is set.
+    """
+    from_env = _lnc_from_env(env)
+    if from_env is not None:
+        return from_env
+    path = root / LNC_FILE
+    try:
+        content = _read(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TopologyError(f"cannot read the logical NeuronCore config {path}: {exc.strerror}") from exc
+    key, sep, rest = content.partition("=")
+    value = rest.strip().strip("'\"") if sep and key.strip() == LNC_VARIABLE else content
+    if value in ("1", "2"):
+        return int(value)
+    raise TopologyError(
+        f"invalid logical NeuronCore config {content!r} in {path}: expected 1, 2 or {LNC_VARIABLE}=1|2"
+    )
+
+
+def _is_index(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def host_from_neuron_ls(output: str, env: Mapping[str, str]) -> Host:
+    """Parse ``neuron-ls --json-output``: a JSON list with one object per device.
+
+    ``nc_count`` and ``neuroncore_ids`` are logical; the LNC is the devices'
+    ``logical_neuroncore_config``, and 1 where neuron-ls omits it (not trn2/trn3).
+    """
+    shown = output.strip() if len(output.strip()) <= 60 else output.strip()[:57] + "..."
+
+    def bad(why: str) -> TopologyError:
+        return TopologyError(
+            f"unusable neuron-ls output {shown!r}: {why}; expected a JSON list of device objects "
+            "with neuron_device, nc_count and neuroncore_ids"
+        )
+
+    try:
+        data = json.loads(output)
+    except ValueError as exc:
+        raise bad(f"not JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise bad("the top level is not a list")
+    device_of: dict[int, int] = {}
+    lncs: set[int] = set()
+    instance_type: str | None = None
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise bad(f"device entry {entry!r} is not an object")
+        device, ids = entry.get("neuron_device"), entry.get("neuroncore_ids")
+        if not _is_index(device):
+            raise bad(f"neuron_device {device!r} is not an index")
+        if not isinstance(ids, list) or not all(_is_index(core) for core in ids):
+            raise bad(f"device {device} has neuroncore_ids {ids!r}")
+        if "nc_count" in entry and entry["nc_count"] != len(ids):
+            raise bad(f"device {device} has nc_count {entry['nc_count']!r} but {len(ids)} neuroncore_ids")
+        config = entry.get("logical_neuroncore_config")
+        if config is not None:
+            if str(config) not in ("1", "2") or isinstance(config, bool):
+                raise bad(f"device {device} has logical_neuroncore_config {config!r} (expected 1 or 2)")
+            lncs.add(int(str(config)))
+        for core in ids:
+            if core in device_of:
+                raise bad(f"core {core} is listed by devices {device_of[core]} and {device}")
+            device_of[core] = device
+        if isinstance(entry.get("instance_type"), str) and entry["instance_type"]:
+            instance_type = entry["instance_type"]
+    if len(lncs) > 1:
+        raise bad(f"devices disagree on logical_neuroncore_config ({sorted(lncs)})")
+    if not device_of:
+        raise bad("it lists no NeuronCore")
+    lnc = lncs.pop() if lncs else 1
+    if lnc == 1 and env.get(LNC_VARIABLE, "").strip() not in ("", "1"):
+        _log.info("ignoring %s=%s: neuron-ls reports LNC 1", LNC_VARIABLE, env[LNC_VARIABLE].strip())
+    return _make_host(device_of, lnc, "neuron-ls", instance_type)
+
+
+def _which(name: str, env: Mapping[str, str], root: Path) -> str | None:
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
+    if found is None and os.sep not in name:
+        candidate = root / NEURON_BIN_DIR / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            found = str(candidate)
+    return found
+
+
+def detect_with_neuron_ls(
+    command: Sequence[str] | None, env: Mapping[str, str], *, root: Path = Path("/")
+) -> Host | None:
+    """Provider 4: run ``neuron-ls --json-output`` (or ``command``) and parse it.
+
+    ``None`` when the command does not exist, fails, times out or prints
+    something unusable; the reason is logged on the ``pytest_neuron`` logger.
+    A bare command name not on ``PATH`` is also looked for in ``root/opt/aws/neuron/bin``.
+    """
+    argv = tuple(command) if command is not None else DEFAULT_NEURON_LS
+    shown = " ".join(argv)
+    executable = _which(argv[0], env, root) if argv else None
+    if executable is None:
+        _log.debug("%s: command not found", shown)
+        return None
+    try:
+        result = subprocess.run(
+            [executable, *argv[1:]],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=dict(env),
+            timeout=NEURON_LS_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log.warning("cannot run %s: %s; trying /dev/neuron*", shown, exc)
+        return None
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        detail = f": {lines[-1].strip()}" if lines else ""
+        _log.warning("%s exited with status %d%s; trying /dev/neuron*", shown, result.returncode, detail)
+        return None
+    try:
+        return host_from_neuron_ls(result.stdout, env)
+    except TopologyError as exc:
+        _log.warning("%s; trying /dev/neuron*", exc)
+        return None
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace").strip()
+
+
+def _read_product_name(root: Path) -> str | None:
+    try:
+        return _read(root / PRODUCT_NAME_FILE) or None
+    except OSError:
+        return None
+
+
+def _sysfs_core_count(root: Path, devices: Sequence[int]) -> int | None:
+    """Physical cores per device from sysfs ``core_count`` (readable only by root), if all devices agree."""
+    texts: set[str] = set()
+    for device in devices:
+        try:
+            texts.add(_read(root / "sys/class/neuron_device" / f"neuron{device}" / "core_count"))
+        except OSError:
+            return None
+    text = texts.pop() if len(texts) == 1 else ""
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+
+
+def detect_with_dev(root: Path, env: Mapping[str, str]) -> Host | None:
+    """Provider 5: ``root/dev/neuron<N>`` devices times the physical cores per device.
+
+    Devices are counted only in ``/dev`` (sysfs lists every host device even in a
+    container).  Cores per device come from the instance family in the DMI
+    product name, else from sysfs ``core_count``.
+    """
+    try:
+        names = os.listdir(root / "dev")
+    except OSError:
+        names = []
+    devices = sorted({int(m.group(1)) for name in names if (m := _DEVICE_NAME.fullmatch(name))})
+    if not devices:
+        _log.debug("no %s/neuron<N> devices", root / "dev")
+        return None
+    product = _read_product_name(root)
+    family = product.split(".", 1)[0] if product else None
+    per_device = PHYSICAL_CORES_PER_DEVICE.get(family) if family else None
+    if per_device is not None:
+        lnc_capable, origin = family in LNC_FAMILIES, str(product)
+    else:
+        per_device = _sysfs_core_count(root, devices)
+        if per_device is None:
+            _log.warning(
+                "found %d /dev/neuron* device(s) but not their core count: instance type %r is not one of "
+                "%s and sysfs core_count is not readable (it needs root); name the cores with --neuron-cores",
+                len(devices),
+                product,
+                ", ".join(sorted(PHYSICAL_CORES_PER_DEVICE)),
+            )
+            return None
+        # Only NeuronCore-v3/v4 devices (trn2, trn3) have 8 cores and support LNC.
+        lnc_capable, origin = per_device == 8, "sysfs core_count"
+    lnc = (read_lnc(env, root) or 2) if lnc_capable else 1
+    logical = per_device // lnc
+    device_of = {device * logical + j: device for device in devices for j in range(logical)}
+    detail = f"{origin}, LNC={lnc}" if lnc_capable else origin
+    return _make_host(device_of, lnc, f"/dev/neuron* x {per_device} cores ({detail})", product)
+
+
+def detect_host(
+    root: Path = Path("/"),
+    neuron_ls: Sequence[str] | None = DEFAULT_NEURON_LS,
+    env: Mapping[str, str] | None = None,
+) -> Host | None:
+    """Providers 4 then 5.  ``neuron_ls=None`` skips neuron-ls; ``env`` defaults to ``os.environ``."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    host = detect_with_neuron_ls(neuron_ls, environ, root=root) if neuron_ls is not None else None
+    if host is not None:
+        if host.instance_type is None:
+            host = replace(host, instance_type=_read_product_name(root))
+        return host
+    return detect_with_dev(root, environ)
+
+
+def _parse(value: str, source: str) -> frozenset[int]:
+    try:
+        return parse_coreset(value, source)
+    except CoreSetError as exc:
+        raise TopologyError(str(exc)) from exc
+
+
+def _from_host(host: Host, cores: Collection[int], source: str, limit: int | None = None) -> Topology:
+    ordered = tuple(sorted(cores))
+    return Topology(
+        cores=ordered,
+        physical={core: host.physical[core] for core in ordered},
+        source=source,
+        lnc=host.lnc,
+        device_of={core: host.device_of[core] for core in ordered if core in host.device_of},
+        instance_type=host.instance_type,
+        limit=limit,
+    )
+
+
+def resolve_topology(
+    *,
+    explicit: tuple[str, str] | None,
+    env: Mapping[str, str],
+    detect: Callable[[], Host | None],
+) -> Topology | None:
+    """Run the provider chain of the module docstring; ``None`` when no core is found.
+
+    ``explicit`` is ``(value, source)`` from ``--neuron-cores`` or ini
+    ``neuron_cores``; ``detect`` runs providers 4 and 5 and is called at most once.
+    """
+    visible = env.get(VISIBLE_CORES, "").strip()
+    visible_source = f"environment variable {VISIBLE_CORES}"
+    if explicit is not None:
+        value, source = explicit
+        pool = _parse(value, source)
+        if visible:
+            outer = _parse(visible, visible_source)
+            if not pool <= outer:
+                raise TopologyError(
+                    f"{source} {value.strip()!r} names core {min(pool - outer)}, outside the inherited "
+                    f"{VISIBLE_CORES}={visible!r}; name only cores within {format_coreset(outer)}"
+                )
+        return identity_topology(pool, f"{source}={value.strip()}", lnc=_lnc_from_env(env) or 1)
+
+    if visible:
+        pool = _parse(visible, visible_source)
+        host = detect()
+        if host is None:
+            return identity_topology(pool, f"{VISIBLE_CORES}={visible}", lnc=_lnc_from_env(env) or 1)
+        try:
+            parse_coreset(
+                visible, visible_source, within=host.cores, within_name=f"the cores of {host.source}"
+            )
+        except CoreSetError as exc:
+            raise TopologyError(f"{exc}; to use it as given, pass --neuron-cores={visible}") from exc
+        return _from_host(host, pool, f"{VISIBLE_CORES}={visible} of {host.source}")
+
+    number = env.get(NUM_CORES, "").strip()
+    if number and not (number.isascii() and number.isdigit()):
+        raise TopologyError(
+            f"invalid {NUM_CORES} {number!r} from the environment: expected a whole number of cores "
+            "(0 means all)"
+        )
+    count = int(number) if number else 0
+    host = detect()
+    if count == 0:
+        return None if host is None else _from_host(host, host.cores, host.source)
+    if host is None:
+        raise TopologyError(
+            f"{NUM_CORES}={count} is set in the environment but no Neuron device was found; "
+            "name the cores with --neuron-cores"
+        )
+    if count > len(host.cores):
+        raise TopologyError(
+            f"{NUM_CORES}={count} from the environment asks for more cores than {host.source} "
+            f"has ({len(host.cores)}: {format_coreset(host.cores)}); expected at most {len(host.cores)}"
+        )
+    return _from_host(host, host.cores, f"{NUM_CORES}={count} of {host.source}", limit=count)
