@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,7 @@ class Holder:
 
     def is_alive(self) -> bool:
         """True unless the holder is certainly gone (records from another host count as alive)."""
-        if self.host != socket.gethostname():
+        if self.host != os.uname().nodename:
             return True
         return is_running(self.pid, self.starttime)
 
@@ -72,7 +71,7 @@ def new_holder(
     return Holder(
         pid=os.getpid(),
         starttime=my_starttime(),
-        host=socket.gethostname(),
+        host=os.uname().nodename,
         user=current_user(),
         command=" ".join(sys.argv) or sys.executable,
         since=time.time(),

@@ -26,20 +26,18 @@ Invariants (each is tested with real processes in tests/test_lease*.py):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .coreset import format_coreset
 from .holders import Holder, new_holder, read_record, remove_record, write_record
 from .lockdir import FILE_MODE, LockDirError, check_lock_file, prepare_domain
-from .placement import choose_window, reservation_window
-from .procinfo import is_running, my_starttime
+from .placement import candidate_windows, choose_window, reservation_window
+from .waiters import Waiter, WaiterBoard, available_to, new_ticket
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -78,17 +76,6 @@ class Lease:
         return format_coreset(self.cores)
 
 
-@dataclass(frozen=True)
-class Waiter:
-    ticket: str
-    pid: int
-    starttime: int | None
-    k: int
-    reserved: tuple[int, ...]
-    since: float
-    what: str
-
-
 def _sleep_interval(base: float, attempt: int) -> float:
     return min(base * (1.5 ** min(attempt, 8)), 0.1) * random.uniform(0.8, 1.2)
 
@@ -103,11 +90,16 @@ class LeaseManager:
         *,
         source: str = "the lock directory",
         poll_interval: float = 0.005,
+        fair_after: float = 1.0,
+        fallback_poll: float = 0.25,
     ) -> None:
         self.root = root
         self.topology = topology
         self.source = source
         self.poll_interval = poll_interval
+        self.fair_after = fair_after
+        self.fallback_poll = fallback_poll
+        self._board = WaiterBoard(root / "waiters")
         self._prepared = False
         self._held: set[int] = set()  # physical cores this process holds
         self._locks: dict[int, Any] = {}
@@ -160,70 +152,33 @@ class LeaseManager:
                 found[phys] = record
         return found
 
-    def _waiters(self) -> list[Waiter]:
-        waiters: list[Waiter] = []
-        directory = self.root / "waiters"
-        for name in sorted(os.listdir(directory)):
-            if not name.endswith(".json"):
-                continue
-            try:
-                raw = json.loads((directory / name).read_bytes())
-                waiter = Waiter(
-                    ticket=name[:-5],
-                    pid=raw["pid"],
-                    starttime=raw["starttime"],
-                    k=raw["k"],
-                    reserved=tuple(raw["reserved"]),
-                    since=raw["since"],
-                    what=raw["what"],
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if not is_running(waiter.pid, waiter.starttime):
-                remove_record(directory / name)
-                continue
-            waiters.append(waiter)
-        return waiters
-
-    def _write_waiter(self, ticket: str, k: int, reserved: tuple[int, ...], since: float, what: str) -> None:
-        path = self.root / "waiters" / f"{ticket}.json"
-        data = {
-            "pid": os.getpid(),
-            "starttime": my_starttime(),
-            "k": k,
-            "reserved": list(reserved),
-            "since": since,
-            "what": what,
-        }
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-
     # -- placement ---------------------------------------------------------------
     def _logical_free(self, unavailable: set[int]) -> list[int]:
         topo = self.topology
         return [c for c in topo.cores if not unavailable.intersection(topo.physical[c])]
 
     def _try_place(
-        self, k: int, lease_id: str, ticket: str | None, worker: str | None, test: str | None
-    ) -> tuple[tuple[int, ...] | None, list[Holder], set[int], set[int]]:
-        """Under ``alloc.lock``: lock a window.
+        self,
+        k: int,
+        lease_id: str,
+        ticket: str | None,
+        waiters: list[Waiter],
+        *,
+        who: tuple[str | None, str | None],
+    ) -> tuple[tuple[int, ...] | None, list[Holder], set[int]]:
+        """Under ``alloc.lock``: lock a window this request may take (see waiters.py for the order).
 
         Returns the window and the records of dead previous holders found on
-        it, or ``None`` with the busy cores and those reserved by older waiters.
+        it, or ``None`` and the physical cores found busy.
         """
         topo = self.topology
-        waiters = self._waiters()
-        forbidden: set[int] = set()
-        for waiter in waiters:
-            if ticket is not None and waiter.ticket >= ticket:
-                continue
-            forbidden.update(waiter.reserved)
+        everything = set(topo.physical_cores(topo.cores))
         busy = self._recorded() | self._held
+        allowed = available_to(k, ticket, everything - busy, waiters)
         checked_liveness = False
         for _ in range(len(topo.cores) + 2):
             window = choose_window(
-                topo.cores, k, self._logical_free(busy | forbidden), device_of=topo.device_of
+                topo.cores, k, self._logical_free(everything - allowed), device_of=topo.device_of
             )
             if window is None:
                 if checked_liveness:
@@ -233,6 +188,7 @@ class LeaseManager:
                 if not stale:
                     break
                 busy -= stale
+                allowed = available_to(k, ticket, everything - busy, waiters)
                 continue
             physical = topo.physical_cores(window)
             taken: list[Any] = []
@@ -253,14 +209,15 @@ class LeaseManager:
                 for got in taken:
                     got.release(force=True)
                 busy.add(refused)
+                allowed.discard(refused)
                 continue
             previous = [h for h in self.holders(physical).values() if h.lease_id != lease_id]
-            holder = new_holder(lease_id, window, physical, worker=worker, test=test)
+            holder = new_holder(lease_id, window, physical, worker=who[0], test=who[1])
             for phys in physical:
                 write_record(self._record_path(phys), holder)
             self._held.update(physical)
-            return window, previous, set(), set()
-        return None, [], busy, forbidden
+            return window, previous, set()
+        return None, [], busy
 
     def _reserve(self, k: int, busy: set[int], forbidden: set[int]) -> tuple[int, ...]:
         topo = self.topology
@@ -290,10 +247,10 @@ class LeaseManager:
         self._prepare()
         start = time.monotonic()
         deadline = start + max(0.0, timeout)
-        lease_id = uuid.uuid4().hex[:16]
-        what = test or worker or f"pid {os.getpid()}"
-        ticket: str | None = None
-        reserved: tuple[int, ...] = ()
+        lease_id = os.urandom(8).hex()
+        board = self._board
+        waiter: Waiter | None = None
+        bell: int | None = None
         attempt = 0
         try:
             while True:
@@ -302,14 +259,15 @@ class LeaseManager:
                         timeout=max(1.0, deadline - time.monotonic() + 1.0), poll_interval=0.0005
                     )
                     try:
-                        placed, previous, busy, forbidden = self._try_place(k, lease_id, ticket, worker, test)
-                        if placed is None:
-                            if ticket is None:
-                                ticket = f"{time.time_ns():020d}-{os.getpid():08d}-{uuid.uuid4().hex[:6]}"
-                            wanted = self._reserve(k, busy, forbidden)
-                            if wanted != reserved or attempt == 0:
-                                reserved = wanted
-                                self._write_waiter(ticket, k, reserved, time.time(), what)
+                        waiters = board.read() if waiter is not None or self._has_waiters() else []
+                        ticket = None if waiter is None else waiter.ticket
+                        placed, previous, busy = self._try_place(
+                            k, lease_id, ticket, waiters, who=(worker, test)
+                        )
+                        if placed is None and timeout > 0:
+                            waiter, bell = self._update_waiter(
+                                k, waiter, bell, waiters=waiters, busy=busy, what=test or worker
+                            )
                     finally:
                         self._alloc.release()
                 if placed is not None:
@@ -326,12 +284,45 @@ class LeaseManager:
                     )
                 now = time.monotonic()
                 if now >= deadline or (cancel is not None and cancel()):
-                    raise self._timeout_error(k, reserved, now - start)
-                time.sleep(min(_sleep_interval(self.poll_interval, attempt), max(0.0, deadline - now)))
+                    raise self._timeout_error(k, () if waiter is None else waiter.reserved, now - start)
+                pause = min(deadline - now, _sleep_interval(self.poll_interval, attempt))
+                if bell is not None:
+                    pause = min(deadline - now, self.fallback_poll)
+                board.wait(bell, pause)
                 attempt += 1
         finally:
-            if ticket is not None:
-                remove_record(self.root / "waiters" / f"{ticket}.json")
+            if waiter is not None:
+                board.remove(waiter.ticket, bell)
+
+    def _has_waiters(self) -> bool:
+        try:
+            return any(name.endswith(".json") for name in os.listdir(self.root / "waiters"))
+        except FileNotFoundError:
+            return False
+
+    def _update_waiter(
+        self,
+        k: int,
+        waiter: Waiter | None,
+        bell: int | None,
+        *,
+        waiters: list[Waiter],
+        busy: set[int],
+        what: str | None,
+    ) -> tuple[Waiter, int | None]:
+        """Register this request as a waiter, and reserve a window once it has aged."""
+        topo = self.topology
+        if waiter is None:
+            windows = tuple(topo.physical_cores(w) for w in candidate_windows(topo.cores, k))
+            return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
+        if time.time() - waiter.since < self.fair_after:
+            return waiter, bell
+        older = {p for w in waiters if w.ticket < waiter.ticket for p in w.reserved}
+        reserved = self._reserve(k, busy - set(waiter.reserved), older)
+        if reserved != waiter.reserved:
+            waiter = replace(waiter, reserved=reserved)
+            self._board.write(waiter)
+        return waiter, bell
 
     def _await_takeover(self, previous: list[Holder]) -> None:
         deadline = time.monotonic() + TAKEOVER_WAIT

@@ -94,6 +94,10 @@ class NeuronSession:
         self.pinned_message: str | None = None
         self.records: list[tuple[str, str, float, str | None]] = []  # nodeid, cores, wait, worker
         self.trace: Any = None
+        if role == "worker" and plan.topology is not None:
+            from .watchdog import watch_parent
+
+            watch_parent()
 
     # -- process-wide slice (worker scope) -------------------------------------------------
     def lease_process_slice(self) -> None:

@@ -1,0 +1,197 @@
+"""Requests waiting for cores: their order, and how they are woken.
+
+Every request that cannot be placed at once registers a *waiter*: a record
+``waiters/<ticket>.json`` (tickets sort by arrival) and a doorbell FIFO
+``waiters/<ticket>.fifo``.  Whoever releases cores rings every doorbell, so a
+waiter retries at once instead of on its next poll.
+
+Order, decided by :func:`available_to` for each placement attempt:
+
+1. **Aged waiters reserve.**  A waiter that has waited ``fair_after`` seconds
+   reserves the window that will drain soonest; no younger request may take
+   a core in it.  Its wait is therefore bounded by the holders it found,
+   however many small requests arrive behind it.
+2. **Otherwise biggest first.**  Cores that free up go to the biggest waiting
+   request that fits them (oldest first among equals), as an ideal central
+   scheduler would do; a smaller or newer request takes only what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .lockdir import FILE_MODE
+from .procinfo import is_running, my_starttime
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+Window = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Waiter:
+    ticket: str
+    pid: int
+    starttime: int | None
+    k: int
+    windows: tuple[Window, ...]  # the physical windows its pool admits
+    reserved: Window  # the physical window it reserves once aged, else ()
+    since: float
+    what: str
+
+    def outranks(self, k: int, ticket: str | None) -> bool:
+        """Whether this waiter goes before a request of ``k`` cores holding ``ticket``."""
+        if ticket == self.ticket:
+            return False
+        if self.k != k:
+            return self.k > k
+        return ticket is None or self.ticket < ticket
+
+
+def available_to(k: int, ticket: str | None, free: Iterable[int], waiters: Sequence[Waiter]) -> set[int]:
+    """The physical cores a request of ``k`` cores (``ticket``: its own, or None when new) may take."""
+    left = set(free)
+    for waiter in waiters:
+        if waiter.reserved and waiter.ticket != ticket and (ticket is None or waiter.ticket < ticket):
+            left.difference_update(waiter.reserved)
+    ranked = sorted(
+        (w for w in waiters if not w.reserved and w.outranks(k, ticket)), key=lambda w: (-w.k, w.ticket)
+    )
+    for waiter in ranked:
+        for window in waiter.windows:
+            if left.issuperset(window):
+                left.difference_update(window)
+                break
+    return left
+
+
+def new_ticket() -> str:
+    return f"{time.time_ns():020d}-{os.getpid():08d}-{os.urandom(3).hex()}"
+
+
+class WaiterBoard:
+    """The ``waiters/`` directory of one lock domain."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def read(self) -> list[Waiter]:
+        """Live waiters in ticket order; records of dead waiters are removed."""
+        waiters: list[Waiter] = []
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return waiters
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                raw = json.loads((self.directory / name).read_bytes())
+                waiter = Waiter(
+                    ticket=name[:-5],
+                    pid=int(raw["pid"]),
+                    starttime=raw["starttime"],
+                    k=int(raw["k"]),
+                    windows=tuple(tuple(w) for w in raw["windows"]),
+                    reserved=tuple(raw["reserved"]),
+                    since=float(raw["since"]),
+                    what=str(raw["what"]),
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not is_running(waiter.pid, waiter.starttime):
+                self._unlink(waiter.ticket)
+                continue
+            waiters.append(waiter)
+        return waiters
+
+    def write(self, waiter: Waiter) -> None:
+        data = {
+            "pid": waiter.pid,
+            "starttime": waiter.starttime,
+            "k": waiter.k,
+            "windows": [list(w) for w in waiter.windows],
+            "reserved": list(waiter.reserved),
+            "since": waiter.since,
+            "what": waiter.what,
+        }
+        path = self.directory / f"{waiter.ticket}.json"
+        tmp = self.directory / f".{waiter.ticket}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            os.write(fd, json.dumps(data, separators=(",", ":")).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def register(
+        self, ticket: str, k: int, windows: tuple[Window, ...], what: str
+    ) -> tuple[Waiter, int | None]:
+        """Record a new waiter and open its doorbell (``None`` where FIFOs are not supported)."""
+        waiter = Waiter(ticket, os.getpid(), my_starttime(), k, windows, (), time.time(), what)
+        fifo = self.directory / f"{ticket}.fifo"
+        bell: int | None
+        try:
+            os.mkfifo(fifo, FILE_MODE)
+            with contextlib.suppress(PermissionError):
+                os.chmod(fifo, FILE_MODE)
+            # Read and write: a writer of our own keeps select() from seeing EOF.
+            bell = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        except OSError:
+            bell = None
+        self.write(waiter)
+        return waiter, bell
+
+    def wait(self, bell: int | None, timeout: float) -> None:
+        """Sleep until the doorbell rings or ``timeout`` passes."""
+        if timeout <= 0:
+            return
+        if bell is None:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select([bell], [], [], timeout)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(bell, 4096):
+                    pass
+
+    def ring(self) -> None:
+        """Wake every waiter (after a release, or when a waiter leaves)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(".fifo"):
+                continue
+            try:
+                fd = os.open(self.directory / name, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue  # ENXIO: nobody is listening (the waiter is gone)
+            try:
+                os.write(fd, b"!")
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EPIPE):
+                    raise
+            finally:
+                os.close(fd)
+
+    def remove(self, ticket: str, bell: int | None) -> None:
+        if bell is not None:
+            os.close(bell)
+        self._unlink(ticket)
+        self.ring()
+
+    def _unlink(self, ticket: str) -> None:
+        for suffix in (".json", ".fifo"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / f"{ticket}{suffix}")
