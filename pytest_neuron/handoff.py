@@ -59,7 +59,7 @@ def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
             starttime=None if data["start"] is None else int(data["start"]),
             cores=parse_coreset(str(data["cores"]), HANDOFF_ENV),
         )
-    except (ValueError, KeyError, TypeError, CoreSetError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, CoreSetError):
         return None
     if (handoff.pid, handoff.starttime) not in ancestors():
         return None

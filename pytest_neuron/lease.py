@@ -91,7 +91,7 @@ class LeaseManager:
         source: str = "the lock directory",
         poll_interval: float = 0.005,
         fair_after: float = 1.0,
-        fallback_poll: float = 0.25,
+        fallback_poll: float = 0.1,
     ) -> None:
         self.root = root
         self.topology = topology
@@ -194,8 +194,8 @@ class LeaseManager:
             taken: list[Any] = []
             refused: int | None = None
             for phys in physical:
-                lock = self._core_lock(phys)
                 try:
+                    lock = self._core_lock(phys)
                     lock.acquire(timeout=0)
                 except self._timeout_exc:
                     refused = phys
@@ -317,6 +317,9 @@ class LeaseManager:
             return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
         if time.time() - waiter.since < self.fair_after:
             return waiter, bell
+        if not waiter.aged:
+            waiter = replace(waiter, aged=True)
+            self._board.write(waiter)
         older = {p for w in waiters if w.ticket < waiter.ticket for p in w.reserved}
         reserved = self._reserve(k, busy - set(waiter.reserved), older)
         if reserved != waiter.reserved:
@@ -358,6 +361,7 @@ class LeaseManager:
             for phys, lock in zip(lease.physical, lease.locks, strict=False):
                 self._held.discard(phys)
                 lock.release(force=True)
+        self._board.ring()
 
 
 __all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]

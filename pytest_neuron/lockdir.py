@@ -42,28 +42,37 @@ class LockDirError(Exception):
 
 
 def _make_dir(path: Path, source: str) -> None:
+    """Create ``path`` and any missing parents, each world-writable (not sticky)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         st = None
+    except OSError as exc:
+        raise LockDirError(
+            f"lock directory {str(path)!r} from {source} cannot be created: {exc.strerror}"
+        ) from None
     if st is not None:
         if stat.S_ISLNK(st.st_mode) and path.is_dir():
             return
         if not stat.S_ISDIR(st.st_mode):
             raise LockDirError(f"lock directory {str(path)!r} from {source} exists and is not a directory")
         return
+    if path.parent != path:
+        _make_dir(path.parent, source)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(PermissionError):
-            os.chmod(path, DIR_MODE)
+        path.mkdir()
     except FileExistsError:
-        raise LockDirError(
-            f"lock directory {str(path)!r} from {source} cannot be created: a file is in the way"
-        ) from None
+        if not path.is_dir():
+            raise LockDirError(
+                f"lock directory {str(path)!r} from {source} cannot be created: a file is in the way"
+            ) from None
+        return
     except OSError as exc:
         raise LockDirError(
             f"lock directory {str(path)!r} from {source} cannot be created: {exc.strerror}"
         ) from None
+    with contextlib.suppress(PermissionError):
+        os.chmod(path, DIR_MODE)
 
 
 def check_lock_file(path: Path, source: str) -> None:

@@ -83,6 +83,18 @@ class _FreeMap:
         return hi - lo + 1
 
 
+def _enclosing_block(window: Window) -> int:
+    """The smallest aligned power-of-two block that holds the whole window.
+
+    An odd-sized window that straddles a block boundary splits two blocks;
+    preferring small enclosing blocks keeps large aligned windows whole.
+    """
+    block = 1
+    while block < len(window) or window[0] // block != window[-1] // block:
+        block *= 2
+    return block
+
+
 def _crosses_device(window: Window, device_of: Mapping[int, int]) -> bool:
     if not device_of:
         return False
@@ -106,20 +118,19 @@ def choose_window(
         return None
     devices = device_of or {}
     fmap = _FreeMap(free_set)
-    best: tuple[tuple[int, int, int, int], Window] | None = None
+    best: tuple[tuple[int, int, int, int, int], Window] | None = None
     for window in candidate_windows(tuple(sorted(pool)), k):
         if not fmap.all_free(window[0], window[-1] + 1):
             continue
         score = (
             int(_crosses_device(window, devices)),
+            _enclosing_block(window),
             fmap.free_block(window),
             fmap.free_run(window),
             window[0],
         )
         if best is None or score < best[0]:
             best = (score, window)
-            if score[:3] == (0, k, k):
-                break  # a tight fit: nothing can score better
     return None if best is None else best[1]
 
 

@@ -47,6 +47,7 @@ class Waiter:
     reserved: Window  # the physical window it reserves once aged, else ()
     since: float
     what: str
+    aged: bool = False  # waited past fair_after: served in ticket order, not by size
 
     def outranks(self, k: int, ticket: str | None) -> bool:
         """Whether this waiter goes before a request of ``k`` cores holding ``ticket``."""
@@ -58,13 +59,24 @@ class Waiter:
 
 
 def available_to(k: int, ticket: str | None, free: Iterable[int], waiters: Sequence[Waiter]) -> set[int]:
-    """The physical cores a request of ``k`` cores (``ticket``: its own, or None when new) may take."""
+    """The physical cores a request of ``k`` cores (``ticket``: its own, or None when new) may take.
+
+    Aged waiters older than the request keep their reserved windows.  An aged
+    request takes anything else; a fresh one first leaves, in virtual turn,
+    one fitting window to each aged waiter and then to each waiter that
+    outranks it (bigger, or as big and older).
+    """
     left = set(free)
-    for waiter in waiters:
-        if waiter.reserved and waiter.ticket != ticket and (ticket is None or waiter.ticket < ticket):
-            left.difference_update(waiter.reserved)
-    ranked = sorted(
-        (w for w in waiters if not w.reserved and w.outranks(k, ticket)), key=lambda w: (-w.k, w.ticket)
+    older_aged = [
+        w for w in waiters if w.aged and w.ticket != ticket and (ticket is None or w.ticket < ticket)
+    ]
+    for waiter in older_aged:
+        left.difference_update(waiter.reserved)
+    if any(w.ticket == ticket and w.aged for w in waiters):
+        return left
+    ranked = [w for w in older_aged if not w.reserved]
+    ranked += sorted(
+        (w for w in waiters if not w.aged and w.outranks(k, ticket)), key=lambda w: (-w.k, w.ticket)
     )
     for waiter in ranked:
         for window in waiter.windows:
@@ -105,6 +117,7 @@ class WaiterBoard:
                     reserved=tuple(raw["reserved"]),
                     since=float(raw["since"]),
                     what=str(raw["what"]),
+                    aged=bool(raw.get("aged", False)),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -123,6 +136,7 @@ class WaiterBoard:
             "reserved": list(waiter.reserved),
             "since": waiter.since,
             "what": waiter.what,
+            "aged": waiter.aged,
         }
         path = self.directory / f"{waiter.ticket}.json"
         tmp = self.directory / f".{waiter.ticket}.tmp"
