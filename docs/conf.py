@@ -1,12 +1,21 @@
-"""Sphinx configuration: MyST Markdown pages, built with warnings as errors in CI."""
+"""Sphinx configuration: MyST Markdown pages, built with warnings as errors in CI.
+
+Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
+"""
 
 from __future__ import annotations
 
 project = "pytest-neuron"
 author = "pytest-neuron developers"
+copyright = "pytest-neuron developers"
 extensions = ["myst_parser"]
+# deflist: the "Term\n: definition" lists of the concepts page.
+myst_enable_extensions = ["deflist"]
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build"]
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
+html_title = "pytest-neuron"
+# Headings up to ### get anchors, so pages can link to [a section](#a-section).
+# A link to a missing page or anchor is a warning, so it fails the -W build.
 myst_heading_anchors = 3
-suppress_warnings = ["myst.xref_missing"]

@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 # One simulated 8-core host shared by every worker of every run on this machine.
 os.environ.setdefault(
     "PYTEST_NEURON_FAKE_DIR", os.path.join(tempfile.gettempdir(), "pytest-neuron-example-host")
 )
 os.environ.setdefault("PYTEST_NEURON_FAKE_CORES", "8")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # So that `-p no:neuron` runs the same suite and shows the collisions the plugin prevents.
+    if not config.pluginmanager.has_plugin("neuron"):
+        config.addinivalue_line("markers", "neuron(cores=1): NeuronCores this test needs (pytest-neuron)")

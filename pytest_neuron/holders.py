@@ -44,9 +44,13 @@ class Holder:
         age = max(0.0, time.time() - self.since)
         return f"pid {self.pid} ({self.user}@{self.host}, {who}, for {age:.1f}s): {self.command[:120]}"
 
+    def is_local(self) -> bool:
+        """Whether this record's pid can be checked here (same host name, so same pid space)."""
+        return self.host == os.uname().nodename
+
     def is_alive(self) -> bool:
-        """True unless the holder is certainly gone (records from another host count as alive)."""
-        if self.host != os.uname().nodename:
+        """True unless the holder is certainly gone; records from another host count as alive."""
+        if not self.is_local():
             return True
         return is_running(self.pid, self.starttime)
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .topology import Topology
 
 TAKEOVER_WAIT = 10.0  # seconds to wait for a dead holder's process to be fully gone
+FOREIGN_TAKEOVER_GRACE = 0.5  # the same, for a holder on another host name, whose exit we cannot watch
 
 
 class LeaseError(Exception):
@@ -184,7 +185,14 @@ class LeaseManager:
                 if checked_liveness:
                     break
                 checked_liveness = True
-                stale = {p for p, h in self.holders(busy - self._held).items() if not h.is_alive()}
+                # A record whose holder is gone, or cannot be checked from here (another
+                # host name: a container sharing the lock directory), may be stale:
+                # let the core's lock decide.
+                stale = {
+                    p
+                    for p, h in self.holders(busy - self._held).items()
+                    if not h.is_local() or not h.is_alive()
+                }
                 if not stale:
                     break
                 busy -= stale
@@ -331,6 +339,9 @@ class LeaseManager:
         deadline = time.monotonic() + TAKEOVER_WAIT
         for holder in {h.pid: h for h in previous}.values():
             if holder.pid == os.getpid():
+                continue
+            if not holder.is_local():
+                time.sleep(FOREIGN_TAKEOVER_GRACE)  # its exit cannot be watched from here
                 continue
             while holder.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.005)

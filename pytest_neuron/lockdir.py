@@ -106,6 +106,9 @@ def prepare_domain(root: Path, source: str) -> None:
             raise LockDirError(
                 f"lock directory {str(sub)!r} from {source} is not writable by this user (uid {os.getuid()})"
             )
+    for name in os.listdir(root / "cores"):
+        if name.endswith(".lock"):
+            check_lock_file(root / "cores" / name, source)
     probe = root / "alloc.lock"
     check_lock_file(probe, source)
     try:
