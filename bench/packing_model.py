@@ -29,7 +29,12 @@ class Job:
 
 
 def make_workload(
-    n: int = 300, *, seed: int = 20261126, mean: float = 0.5, mix: dict[int, int] | None = None, sigma: float = 1.0
+    n: int = 300,
+    *,
+    seed: int = 20261126,
+    mean: float = 0.5,
+    mix: dict[int, int] | None = None,
+    sigma: float = 1.0,
 ) -> list[Job]:
     rng = random.Random(seed)
     weights = mix or DEFAULT_MIX

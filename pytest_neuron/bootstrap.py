@@ -84,8 +84,8 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
         session = NeuronSession(config, plan, role)
         config.stash[SESSION_KEY] = session
         config.pluginmanager.register(session, "neuron-session")
+    option = early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
     if session.role == "undecided":
-        option = early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
         distributing = _distributing(option) if config.pluginmanager.hasplugin("xdist") else False
         if early and distributing is not False:
             return session
@@ -98,6 +98,7 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
             prepare_domain(session.plan.lock_root, session.plan.lock_source)
         except LockDirError as exc:
             raise pytest.UsageError(str(exc)) from None
-    if session.role in ("single", "worker") and session.plan.scope == "worker":
+    if session.role in ("single", "worker") and session.plan.scope == "worker" and not option("help"):
+        # `pytest --help` runs no test: it must not wait for cores a busy host may not free for minutes
         session.lease_process_slice()
     return session

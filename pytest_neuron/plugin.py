@@ -11,7 +11,6 @@ from .marker import MARKER_DOC
 from .options import add_options
 
 if TYPE_CHECKING:
-    
     from .session import NeuronCores
 
 

@@ -45,6 +45,8 @@ def summary_lines(
             slices[worker] = str(info["cores"])
         elif info.get("error"):
             lines.append(f"{worker}: {info['error']}")
+        if info.get("pinned"):
+            lines.append(f"{worker}: {info['pinned']}")
     if scope == "worker":
         for _, cores, _, name in records:
             if name and name not in slices:

@@ -17,7 +17,6 @@ Ordering, which the runtime's habits dictate:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import warnings
@@ -105,6 +104,8 @@ class NeuronSession:
         plan, topo = self.plan, self.plan.topology
         if self.manager is None or topo is None or self.state.lease is not None:
             return
+        if self.state.error is not None:
+            return  # one attempt per process: pytest_configure must not wait the whole bound again
         size = plan.slice_size or plan.value("cores_per_worker") or topo.size
         try:
             lease = self.manager.acquire(
@@ -227,8 +228,22 @@ class NeuronSession:
                 "then. Start Neuron work in a subprocess or run with --forked in test scope."
             )
             self.pinned_message = message
-            with contextlib.suppress(NeuronWarning):
-                item.warn(NeuronWarning(message))
+            self._record_warning(item, NeuronWarning(message))
+
+    @staticmethod
+    def _record_warning(item: pytest.Item, warning: NeuronWarning) -> None:
+        """Report ``warning`` for ``item`` after its run, outside pytest's per-test warning capture.
+
+        ``item.warn`` here would bypass the capture: the warning would only reach stderr (lost
+        from the report, and from the controller's under xdist) or raise under ``-W error``.
+        Recording it through the hook, as pytest's own capture does, puts it in the warnings
+        summary, forwarded by xdist from a worker to the controller.
+        """
+        path, lineno, _ = item.reportinfo()
+        message = warnings.WarningMessage(warning, type(warning), str(path), (lineno or 0) + 1)
+        item.ihook.pytest_warning_recorded.call_historic(
+            kwargs={"warning_message": message, "when": "runtest", "nodeid": item.nodeid, "location": None}
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -279,9 +294,9 @@ class NeuronSession:
         pytest.skip(message)
 
     def _check_timeouts(self, item: pytest.Item, request: Request | None) -> None:
-        exec_timeout = (request.settings.get("exec_timeout") if request else None) or self.test_defaults[
-            "exec_timeout"
-        ].value
+        given = request.settings.get("exec_timeout") if request is not None else None
+        # the marker's value is the one in effect, even 0 (not "or": 0 must not fall through)
+        exec_timeout = given if given is not None else self.test_defaults["exec_timeout"].value
         pytest_timeout = effective_pytest_timeout(item)
         if exec_timeout and pytest_timeout and pytest_timeout <= float(str(exec_timeout)):
             warnings.warn(
@@ -328,6 +343,7 @@ class NeuronSession:
             "cores": None if lease is None else lease.visible_cores,
             "wait": None if lease is None else round(lease.wait_seconds, 3),
             "error": self.state.error,
+            "pinned": self.pinned_message,
             "time": time.time(),
         }
 

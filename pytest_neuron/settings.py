@@ -36,6 +36,11 @@ def _bad(value: object, source: str, accepted: str) -> SettingError:
     return SettingError(f"invalid value {value!r} from {source}: expected {accepted}")
 
 
+def _whole(text: str) -> bool:
+    """Plain ASCII digits only: ``str.isdigit`` also accepts '²', which ``int`` rejects."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_log_level(value: str, source: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
@@ -55,7 +60,7 @@ def parse_exec_timeout(value: object, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise _bad(value, source, "a whole number of seconds >= 0")
     text = str(value).strip()
-    if not text.isdigit():
+    if not _whole(text):
         raise _bad(value, source, "a whole number of seconds >= 0")
     return int(text)
 
@@ -80,14 +85,14 @@ def parse_scope(value: str, source: str) -> str:
 
 def parse_positive_int(value: object, source: str) -> int:
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    if isinstance(value, bool) or not _whole(text) or int(text) < 1:
         raise _bad(value, source, "a whole number >= 1")
     return int(text)
 
 
 def parse_port(value: object, source: str) -> int:
     text = str(value).strip()
-    if not text.isdigit() or not 1024 <= int(text) <= 64800:
+    if not _whole(text) or not 1024 <= int(text) <= 64800:
         raise _bad(value, source, "a port number from 1024 to 64800")
     return int(text)
 
