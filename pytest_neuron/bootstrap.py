@@ -74,6 +74,17 @@ def _distributing(option: Callable[[str], Any]) -> bool | None:
     return True
 
 
+INFO_ONLY = ("help", "version", "markers", "showfixtures", "show_fixtures_per_test", "collectonly")
+
+
+def _runs_tests(option: Callable[[str], Any]) -> bool:
+    """False for --help, --markers, --fixtures, --collect-only and the like.
+
+    They run no test, and must not wait for cores a busy host may not free for minutes.
+    """
+    return not any(option(dest) for dest in INFO_ONLY)
+
+
 def start(config: pytest.Config, *, early: bool) -> NeuronSession:
     """Create (once) and register this process's session; lease early when the role is certain."""
     if SESSION_KEY in config.stash:
@@ -98,7 +109,6 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
             prepare_domain(session.plan.lock_root, session.plan.lock_source)
         except LockDirError as exc:
             raise pytest.UsageError(str(exc)) from None
-    if session.role in ("single", "worker") and session.plan.scope == "worker" and not option("help"):
-        # `pytest --help` runs no test: it must not wait for cores a busy host may not free for minutes
+    if session.role in ("single", "worker") and session.plan.scope == "worker" and _runs_tests(option):
         session.lease_process_slice()
     return session

@@ -32,18 +32,28 @@ class Handoff:
     pid: int
     starttime: int | None
     cores: frozenset[int]
+    plugin_vars: tuple[str, ...] = ()  # variables the holder's plugin set, not its user
 
     @property
     def nested_root(self) -> Path:
         return self.root / "nested" / f"{self.pid}-{self.starttime}"
 
 
-def handoff_value(root: Path, cores: tuple[int, ...]) -> str:
-    """The ``PYTEST_NEURON_LEASE`` value for a lease this process holds."""
-    return json.dumps(
-        {"dir": str(root), "pid": os.getpid(), "start": my_starttime(), "cores": format_coreset(cores)},
-        separators=(",", ":"),
-    )
+def handoff_value(root: Path, cores: tuple[int, ...], *, plugin_vars: tuple[str, ...] = ()) -> str:
+    """The ``PYTEST_NEURON_LEASE`` value for a lease this process holds.
+
+    ``plugin_vars`` names the variables the plugin set for the lease (the
+    collective ports): a nested run derives its own instead of keeping them as
+    if its user had set them.
+    """
+    data = {
+        "dir": str(root),
+        "pid": os.getpid(),
+        "start": my_starttime(),
+        "cores": format_coreset(cores),
+        "vars": list(plugin_vars),
+    }
+    return json.dumps(data, separators=(",", ":"))
 
 
 def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
@@ -58,6 +68,7 @@ def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
             pid=int(data["pid"]),
             starttime=None if data["start"] is None else int(data["start"]),
             cores=parse_coreset(str(data["cores"]), HANDOFF_ENV),
+            plugin_vars=tuple(str(v) for v in data.get("vars", ())),
         )
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError, CoreSetError):
         return None

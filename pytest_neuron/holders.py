@@ -71,13 +71,14 @@ def new_holder(
     *,
     worker: str | None,
     test: str | None,
+    command: str | None = None,
 ) -> Holder:
     return Holder(
         pid=os.getpid(),
         starttime=my_starttime(),
         host=os.uname().nodename,
         user=current_user(),
-        command=" ".join(sys.argv) or sys.executable,
+        command=command or " ".join(sys.argv) or sys.executable,
         since=time.time(),
         lease_id=lease_id,
         cores=cores,

@@ -93,6 +93,7 @@ class LeaseManager:
         poll_interval: float = 0.005,
         fair_after: float = 1.0,
         fallback_poll: float = 0.1,
+        command: str | None = None,
     ) -> None:
         self.root = root
         self.topology = topology
@@ -100,6 +101,7 @@ class LeaseManager:
         self.poll_interval = poll_interval
         self.fair_after = fair_after
         self.fallback_poll = fallback_poll
+        self.command = command
         self._board = WaiterBoard(root / "waiters")
         self._prepared = False
         self._held: set[int] = set()  # physical cores this process holds
@@ -220,7 +222,7 @@ class LeaseManager:
                 allowed.discard(refused)
                 continue
             previous = [h for h in self.holders(physical).values() if h.lease_id != lease_id]
-            holder = new_holder(lease_id, window, physical, worker=who[0], test=who[1])
+            holder = new_holder(lease_id, window, physical, worker=who[0], test=who[1], command=self.command)
             for phys in physical:
                 write_record(self._record_path(phys), holder)
             self._held.update(physical)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
-from .settings import RUN_SETTINGS, Resolved, Spec, resolve
+from .settings import REQUIRE, RUN_SETTINGS, Resolved, Spec, resolve
 from .topology import Topology, TopologyError, detect_host, resolve_topology
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class RunPlan:
     slice_size: int | None = None
     workers: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
@@ -61,7 +63,7 @@ class RunPlan:
         size = self.value("cores_per_worker")
         if size is None and self.topology is not None:
             size = max(1, self.topology.size // max(1, workers))
-        return RunPlan(self.topology, self.settings, self.user_env, self.handoff, size, workers, self.run_id)
+        return replace(self, slice_size=size, workers=workers)
 
     def slices_that_fit(self, size: int) -> int:
         """How many disjoint windows of ``size`` cores the pool holds at once."""
@@ -95,9 +97,6 @@ def build_plan(
 
     Raises SettingError or TopologyError (both ValueError) with one line.
     """
-    settings: dict[str, Resolved[Any]] = {}
-    for spec in RUN_SETTINGS:
-        settings[spec.name] = _resolve(spec, cmdline, ini, env)
     explicit: tuple[str, str] | None = None
     if cmdline("neuron_cores") is not None:
         explicit = (str(cmdline("neuron_cores")), "--neuron-cores")
@@ -119,13 +118,33 @@ def build_plan(
             f"this run is nested inside pid {handoff.pid}'s lease of cores "
             f"{sorted(handoff.cores)} and may only use those, but its pool is {topology.source}"
         )
-    return RunPlan(topology, settings, snapshot_env(env), handoff)
+    settings: dict[str, Resolved[Any]] = {}
+    for spec in RUN_SETTINGS:
+        settings[spec.name] = _resolve(spec, cmdline, ini, env, active=topology is not None)
+    user_env = snapshot_env(env)
+    if handoff is not None:
+        for name in handoff.plugin_vars:
+            user_env.pop(name, None)
+    return RunPlan(topology, settings, user_env, handoff)
 
 
 def _resolve(
-    spec: Spec[Any], cmdline: Callable[[str], Any], ini: Callable[[str], str | None], env: Mapping[str, str]
+    spec: Spec[Any],
+    cmdline: Callable[[str], Any],
+    ini: Callable[[str], str | None],
+    env: Mapping[str, str],
+    *,
+    active: bool,
 ) -> Resolved[Any]:
-    return resolve(spec, cmdline=cmdline(spec.dest), env=env, ini=ini(spec.ini))
+    """Resolve one run setting.
+
+    Without a pool the plugin is inert: a bad environment or ini value meant
+    for Neuron hosts is not an error there (what was typed on this command
+    line still is, and so is ``neuron_require``, which matters most there).
+    """
+    if active or spec is REQUIRE:
+        return resolve(spec, cmdline=cmdline(spec.dest), env=env, ini=ini(spec.ini))
+    return resolve(spec, cmdline=cmdline(spec.dest), env={}, ini=None)
 
 
 # -- passing the plan to xdist workers ------------------------------------------
@@ -137,6 +156,7 @@ def plan_to_json(plan: RunPlan) -> str:
         "slice_size": plan.slice_size,
         "workers": plan.workers,
         "run_id": plan.run_id,
+        "command": plan.command,
         "handoff": None
         if plan.handoff is None
         else {
@@ -144,6 +164,7 @@ def plan_to_json(plan: RunPlan) -> str:
             "pid": plan.handoff.pid,
             "starttime": plan.handoff.starttime,
             "cores": sorted(plan.handoff.cores),
+            "plugin_vars": list(plan.handoff.plugin_vars),
         },
         "topology": None
         if topo is None
@@ -173,7 +194,9 @@ def plan_from_json(text: str) -> RunPlan:
     handoff = None
     if data["handoff"] is not None:
         h = data["handoff"]
-        handoff = Handoff(Path(h["root"]), h["pid"], h["starttime"], frozenset(h["cores"]))
+        handoff = Handoff(
+            Path(h["root"]), h["pid"], h["starttime"], frozenset(h["cores"]), tuple(h["plugin_vars"])
+        )
     settings = {k: Resolved(v[0], v[1]) for k, v in data["settings"].items()}
     return RunPlan(
         topology, settings, data["user_env"], handoff, data["slice_size"], data["workers"], data["run_id"]

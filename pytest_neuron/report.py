@@ -59,7 +59,9 @@ def summary_lines(
             lines.append(str(process["error"]))
     elif records:
         total = sum(wait for _, _, wait, _ in records)
-        lines.append(f"{len(records)} tests leased cores; total wait {total:.1f}s")
+        lines.append(
+            f"{len(records)} test{'s' if len(records) != 1 else ''} leased cores; total wait {total:.1f}s"
+        )
         longest = sorted(records, key=lambda r: -r[2])[:3]
         if longest[0][2] > 0.05:
             lines.append(

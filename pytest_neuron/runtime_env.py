@@ -16,6 +16,7 @@ ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512
 OTHER_VARS = (MASTER_PORT, HANDOFF_ENV)
+PORT_VARS = (ROOT_COMM_ID, MASTER_PORT)  # derived per lease unless the user set them
 
 
 def lease_env(

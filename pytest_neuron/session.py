@@ -28,16 +28,16 @@ import pytest
 from .coreset import format_coreset
 from .envpatch import EnvPatch
 from .handoff import handoff_value
-from .lease import Lease, LeaseError, LeaseManager, LeaseTimeout
 from .marker import MarkerError, Request, parse_marker
 from .procinfo import open_devices
-from .runtime_env import lease_env, neuron_environ, settings_env
+from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
 from .timeout import effective_pytest_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
+    from .lease import Lease, LeaseManager
     from .plan import RunPlan
 
 DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
@@ -72,6 +72,7 @@ class ProcessState:
     lease: Lease | None = None
     patch: EnvPatch | None = None
     error: str | None = None
+    failed_wait: tuple[float, float, int] | None = None  # start, end, cores of a wait that got none
     pinned: list[Lease] = field(default_factory=list)
 
 
@@ -86,7 +87,11 @@ class NeuronSession:
         self.state = ProcessState()
         self.manager: LeaseManager | None = None
         if plan.topology is not None:
-            self.manager = LeaseManager(plan.lock_root, plan.topology, source=plan.lock_source)
+            from .lease import LeaseManager
+
+            self.manager = LeaseManager(
+                plan.lock_root, plan.topology, source=plan.lock_source, command=plan.command
+            )
         self.test_defaults: dict[str, Resolved[Any]] = {}
         self.device_prefix = os.environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
         self.pin_warned = False
@@ -106,18 +111,20 @@ class NeuronSession:
             return
         if self.state.error is not None:
             return  # one attempt per process: pytest_configure must not wait the whole bound again
+        from .lease import LeaseError, LeaseTimeout, LockDirError
+
         size = plan.slice_size or plan.value("cores_per_worker") or topo.size
+        started = time.time()
         try:
             lease = self.manager.acquire(
                 size, timeout=float(plan.value("wait_timeout")), worker=self.worker or "pytest"
             )
-        except (LeaseTimeout, LeaseError) as exc:
+        except (LeaseTimeout, LeaseError, LockDirError) as exc:
             self.state.error = f"{self.worker or 'this process'} got no cores: {exc}"
+            self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease
         self.state.patch = EnvPatch(self._lease_env(lease)).apply()
-        if self.trace is not None:
-            self.trace.lease(lease, self.worker or "pytest")
 
     def _lease_env(self, lease: Lease) -> dict[str, str | None]:
         return lease_env(
@@ -125,7 +132,7 @@ class NeuronSession:
             lease.physical[0],
             port_base=int(self.plan.value("port_base")),
             user_env=self.plan.user_env,
-            handoff=handoff_value(lease.domain, lease.cores),
+            handoff=handoff_value(lease.domain, lease.cores, plugin_vars=PORT_VARS),
         )
 
     def release_process_slice(self) -> None:
@@ -135,20 +142,28 @@ class NeuronSession:
             self.state.patch = None
         if lease is not None and self.manager is not None:
             self.state.lease = None
-            if open_devices(self.device_prefix):
+            pinned = bool(open_devices(self.device_prefix))
+            if self.trace is not None:
+                self.trace.release(lease, pinned=pinned)
+            if pinned:
                 self.state.pinned.append(lease)  # the process exit releases it
             else:
                 self.manager.release(lease)
 
     # -- configuration -----------------------------------------------------------------------
     def resolve_test_defaults(self) -> None:
-        """Resolve the per-test settings once (command line > environment > ini > default)."""
+        """Resolve the per-test settings once (command line > environment > ini > default).
+
+        Without a pool the plugin has nothing to do, and environment or ini
+        values meant for Neuron hosts must not break the run: only what was
+        typed on this command line is checked.
+        """
+        active = self.plan.topology is not None
         for spec in TEST_SETTINGS:
             cmdline = self.config.getoption(spec.dest)
-            ini = self.config.getini(spec.ini)
-            self.test_defaults[spec.name] = resolve(
-                spec, cmdline=cmdline, env=self.plan.user_env, ini=ini or None
-            )
+            ini = self.config.getini(spec.ini) if active else None
+            env = self.plan.user_env if active else {}
+            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini or None)
 
     def request_for(self, item: pytest.Item) -> Request | str | None:
         """The parsed neuron marker of ``item``, an error message, or None when unmarked."""
@@ -190,13 +205,18 @@ class NeuronSession:
         item.stash[LEASE_KEY] = test_cores
         env = self._test_env(parsed)
         if self.plan.scope == "test" and self.manager is not None and not isinstance(request, str):
+            from .lease import LeaseError, LeaseTimeout, LockDirError
+
             k = parsed.cores if parsed is not None else 1
+            started = time.time()
             try:
                 lease = self.manager.acquire(
                     k, timeout=float(self.plan.value("wait_timeout")), worker=self.worker, test=item.nodeid
                 )
-            except (LeaseTimeout, LeaseError) as exc:
+            except (LeaseTimeout, LeaseError, LockDirError) as exc:
                 test_cores.error = str(exc)
+                if self.trace is not None:
+                    self.trace.wait(item.nodeid, started, time.time(), k, str(exc))
             else:
                 test_cores.lease, test_cores.wait = lease, lease.wait_seconds
                 env.update(self._lease_env(lease))
@@ -215,7 +235,7 @@ class NeuronSession:
         assert self.manager is not None
         devices = open_devices(self.device_prefix)
         if self.trace is not None:
-            self.trace.release(lease)
+            self.trace.release(lease, pinned=bool(devices))
         if not devices:
             self.manager.release(lease)
             return
@@ -261,9 +281,11 @@ class NeuronSession:
         test_cores = item.stash.get(LEASE_KEY, None)
         if test_cores is not None and test_cores.error:
             pytest.fail(test_cores.error, pytrace=False)
+        if self.plan.scope == "worker" and self.state.error:
+            # Every test of a process without a slice fails, marked or not: a runtime started
+            # there would otherwise see no NEURON_RT_VISIBLE_CORES and reach for every core.
+            pytest.fail(self.state.error, pytrace=False)
         if self.plan.scope == "worker" and wants:
-            if self.state.error:
-                pytest.fail(self.state.error, pytrace=False)
             have = self.state.lease
             need = request.cores if request is not None else 1
             if have is not None and need > len(have.cores):
@@ -309,6 +331,8 @@ class NeuronSession:
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.trace is not None:
+            self.trace.phase(report.nodeid, report.when, report.start, report.stop, report.outcome)
         if report.when != "setup":
             return
         props = dict(report.user_properties)
@@ -359,7 +383,19 @@ class NeuronSession:
         if self.plan.value("trace") and self.plan.topology is not None:
             from .trace import Trace
 
-            self.trace = Trace(str(self.plan.value("trace")), self.role, self.worker, self.plan.run_id)
+            self.trace = Trace(
+                str(self.plan.value("trace")),
+                self.role,
+                self.worker,
+                self.plan.run_id,
+                pool=self.plan.topology.cores,
+            )
+            # the slice was leased in pytest_load_initial_conftests, before the trace existed
+            if self.state.lease is not None:
+                self.trace.lease(self.state.lease, self.worker or "pytest")
+            elif self.state.failed_wait is not None:
+                start, end, k = self.state.failed_wait
+                self.trace.wait(self.worker or "pytest", start, end, k, self.state.error)
 
     def _check_workers(self) -> None:
         workers = len(self.config.getoption("tx", None) or [])

@@ -19,8 +19,20 @@ def env_of(value: object) -> dict[str, str]:
 
 
 def test_value_names_domain_holder_and_cores() -> None:
-    data = json.loads(handoff_value(ROOT, (4, 5, 6, 7)))
-    assert data == {"dir": str(ROOT), "pid": os.getpid(), "start": my_starttime(), "cores": "4-7"}
+    data = json.loads(handoff_value(ROOT, (4, 5, 6, 7), plugin_vars=("MASTER_PORT",)))
+    assert data == {
+        "dir": str(ROOT),
+        "pid": os.getpid(),
+        "start": my_starttime(),
+        "cores": "4-7",
+        "vars": ["MASTER_PORT"],
+    }
+
+
+def test_plugin_set_variables_are_handed_down() -> None:
+    handoff = inherited_handoff(env_of(handoff_value(ROOT, (0, 1), plugin_vars=("MASTER_PORT", "X"))))
+    assert handoff is not None
+    assert handoff.plugin_vars == ("MASTER_PORT", "X")
 
 
 @pytest.mark.parametrize(("cores", "expected"), [((2, 3), {2, 3}), ((0, 1, 4), {0, 1, 4}), ((9,), {9})])

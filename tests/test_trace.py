@@ -534,14 +534,12 @@ def test_end_to_end_test_scope_leases(pytester: pytest.Pytester) -> None:
     assert len([ev for ev in spans_of(doc, "cores") if ev["name"] == "test_suite.py::test_all"]) == 4
 
 
-@pytest.mark.xfail(strict=False, reason="needs session wiring: Trace.phase from pytest_runtest_logreport")
 def test_end_to_end_tests_on_worker_rows(pytester: pytest.Pytester) -> None:
     doc = run_traced(pytester, "--neuron-scope=test", "-n", "2")
     assert set(named(doc, "thread_name")[process_pid(doc, "workers")].values()) == {"gw0", "gw1"}
     assert len(spans_of(doc, "workers")) == 9
 
 
-@pytest.mark.xfail(strict=False, reason="needs session wiring: trace the slice leased before configure")
 def test_end_to_end_worker_scope(pytester: pytest.Pytester) -> None:
     doc = run_traced(pytester, "--neuron-scope=worker", "--neuron-cores-per-worker=4", "-n", "1")
     assert {ev["name"] for ev in spans_of(doc, "cores")} == {"gw0"}
