@@ -20,12 +20,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from packing_model import Job, ideal_makespan, lower_bound, make_workload, static_slices_makespan  # noqa: E402
+from packing_model import Job, ideal_makespan, lower_bound, make_workload
 
 SUITE = """
 import json, os, time
@@ -36,10 +35,10 @@ JOBS = json.load(open(os.environ["PACKING_WORKLOAD"]))
 SCALE = float(os.environ["PACKING_SCALE"])
 
 
-@pytest.mark.parametrize(
-    "job",
-    [pytest.param(j, marks=pytest.mark.neuron(j["cores"]), id=f"j{j['index']:03d}-{j['cores']}c") for j in JOBS],
-)
+PARAMS = [pytest.param(j, marks=pytest.mark.neuron(j["cores"]), id=f"j{j['index']:03d}-{j['cores']}c") for j in JOBS]
+
+
+@pytest.mark.parametrize("job", PARAMS)
 def test_job(job):
     start = time.time()
     runtime = init_runtime(open_device=False)  # refuses cores another process holds

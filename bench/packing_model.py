@@ -41,7 +41,7 @@ def make_workload(
     sizes = rng.choices(list(weights), weights=list(weights.values()), k=n)
     raw = [rng.lognormvariate(0.0, sigma) for _ in range(n)]
     scale = mean / (sum(raw) / n)
-    return [Job(i, c, round(d * scale, 4)) for i, (c, d) in enumerate(zip(sizes, raw))]
+    return [Job(i, c, round(d * scale, 4)) for i, (c, d) in enumerate(zip(sizes, raw, strict=False))]
 
 
 def lower_bound(jobs: list[Job], pool: int, workers: int) -> float:
@@ -50,11 +50,9 @@ def lower_bound(jobs: list[Job], pool: int, workers: int) -> float:
     rest = [j for j in jobs if j.cores < pool]
     if not rest:
         return alone
-    return alone + max(
-        sum(j.cores * j.duration for j in rest) / pool,
-        sum(j.duration for j in rest) / workers,
-        max(j.duration for j in rest),
-    )
+    core_seconds = sum(j.cores * j.duration for j in rest) / pool
+    worker_seconds = sum(j.duration for j in rest) / workers
+    return alone + max(core_seconds, worker_seconds, *(j.duration for j in rest))
 
 
 def ideal_makespan(jobs: list[Job], pool: int, workers: int) -> float:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 # One simulated 8-core host shared by every worker of every run on this machine.
 os.environ.setdefault(

@@ -330,9 +330,7 @@ def test_header_names_pool_source_scope_and_lock_dir(
     result = run(pytester, *(arg.format(lock_dir=lock_dir) for arg in args))
     assert_outcomes(result, passed=1)
     result.stdout.fnmatch_lines([line.format(lock_dir=lock_dir) for line in header])
-    summary = (
-        "this process held cores 0-3" if "worker" in header[0] else "1 test leased cores; total wait *s"
-    )
+    summary = "this process held cores 0-3" if "worker" in header[0] else "1 test leased cores; total wait *s"
     result.stdout.fnmatch_lines(["*= neuron =*", summary])
 
 
