@@ -35,7 +35,9 @@ JOBS = json.load(open(os.environ["PACKING_WORKLOAD"]))
 SCALE = float(os.environ["PACKING_SCALE"])
 
 
-PARAMS = [pytest.param(j, marks=pytest.mark.neuron(j["cores"]), id=f"j{j['index']:03d}-{j['cores']}c") for j in JOBS]
+PARAMS = [
+    pytest.param(j, marks=pytest.mark.neuron(j["cores"]), id=f"j{j['index']:03d}-{j['cores']}c") for j in JOBS
+]
 
 
 @pytest.mark.parametrize("job", PARAMS)
