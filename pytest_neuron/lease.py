@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from .coreset import format_coreset
 from .holders import Holder, new_holder, read_record, remove_record, write_record
-from .lockdir import FILE_MODE, LockDirError, check_lock_file, prepare_domain
+from .lockdir import FILE_MODE, DomainMutex, LockDirError, check_lock_file, prepare_domain
 from .placement import candidate_windows, choose_window, reservation_window
-from .waiters import Waiter, WaiterBoard, available_to, new_ticket
+from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -107,7 +107,7 @@ class LeaseManager:
         self._held: set[int] = set()  # physical cores this process holds
         self._locks: dict[int, Any] = {}
         self._mutex = threading.Lock()
-        self._alloc: Any = None
+        self._alloc = DomainMutex(root / "alloc.lock")
         self._timeout_exc: type[BaseException] = TimeoutError
 
     # -- paths -----------------------------------------------------------------
@@ -120,9 +120,9 @@ class LeaseManager:
     def _prepare(self) -> None:
         if not self._prepared:
             prepare_domain(self.root, self.source)
-            from filelock import Timeout, UnixFileLock
+            from filelock import Timeout
 
-            self._alloc = UnixFileLock(self.root / "alloc.lock", mode=FILE_MODE, thread_local=False)
+            self._alloc = DomainMutex(self.root / "alloc.lock")
             self._timeout_exc = Timeout
             self._prepared = True
 
@@ -264,22 +264,14 @@ class LeaseManager:
         attempt = 0
         try:
             while True:
-                with self._mutex:
-                    self._alloc.acquire(
-                        timeout=max(1.0, deadline - time.monotonic() + 1.0), poll_interval=0.0005
-                    )
-                    try:
-                        waiters = board.read() if waiter is not None or self._has_waiters() else []
-                        ticket = None if waiter is None else waiter.ticket
-                        placed, previous, busy = self._try_place(
-                            k, lease_id, ticket, waiters, who=(worker, test)
+                with self._mutex, self._alloc:
+                    waiters = board.read() if waiter is not None or self._has_waiters() else []
+                    ticket = None if waiter is None else waiter.ticket
+                    placed, previous, busy = self._try_place(k, lease_id, ticket, waiters, who=(worker, test))
+                    if placed is None and timeout > 0:
+                        waiter, bell = self._update_waiter(
+                            k, waiter, bell, waiters=waiters, busy=busy, what=test or worker
                         )
-                        if placed is None and timeout > 0:
-                            waiter, bell = self._update_waiter(
-                                k, waiter, bell, waiters=waiters, busy=busy, what=test or worker
-                            )
-                    finally:
-                        self._alloc.release()
                 if placed is not None:
                     self._await_takeover(previous)
                     physical = topo.physical_cores(placed)
@@ -374,7 +366,17 @@ class LeaseManager:
             for phys, lock in zip(lease.physical, lease.locks, strict=False):
                 self._held.discard(phys)
                 lock.release(force=True)
-        self._board.ring()
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Ring the doorbells of the waiters the freed cores can serve now, in their order."""
+        if not self._has_waiters():
+            return
+        waiters = self._board.read()
+        known = set(self.topology.physical_cores(self.topology.cores))
+        for waiter in waiters:
+            known.update(p for window in waiter.windows for p in window)
+        self._board.ring(served_first(known - self._recorded(), waiters))
 
 
 __all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]

@@ -41,6 +41,35 @@ class LockDirError(Exception):
     """The lock directory cannot be used; ``str()`` is the one-line reason."""
 
 
+class DomainMutex:
+    """``alloc.lock``: the short critical section around every placement decision.
+
+    A blocking flock: the kernel queues contenders and wakes the next at
+    unlock, with no polling (under contention on a small machine, polling
+    holders of this lock cost more than the decisions themselves).  It is
+    held only while deciding (reading records, taking core locks without
+    blocking, writing records), never while waiting for cores, so it is
+    always released within milliseconds.  The exclusivity of cores rests on
+    the per-core locks, not on this one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> DomainMutex:
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 def _make_dir(path: Path, source: str) -> None:
     """Create ``path`` and any missing parents, each world-writable (not sticky)."""
     try:

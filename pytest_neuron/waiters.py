@@ -86,6 +86,28 @@ def available_to(k: int, ticket: str | None, free: Iterable[int], waiters: Seque
     return left
 
 
+def served_first(free: Iterable[int], waiters: Sequence[Waiter]) -> list[str]:
+    """Tickets of the waiters that ``free`` cores would serve, in the order of :func:`available_to`.
+
+    A release rings only these, so a freed core wakes the waiter that will
+    take it rather than every waiter (whose retries would then queue on
+    ``alloc.lock`` for nothing).
+    """
+    left = set(free)
+    order = [w for w in waiters if w.aged] + sorted(
+        (w for w in waiters if not w.aged), key=lambda w: (-w.k, w.ticket)
+    )
+    served: list[str] = []
+    for waiter in order:
+        windows = (waiter.reserved,) if waiter.reserved else waiter.windows
+        for window in windows:
+            if window and left.issuperset(window):
+                left.difference_update(window)
+                served.append(waiter.ticket)
+                break
+    return served
+
+
 def new_ticket() -> str:
     return f"{time.time_ns():020d}-{os.getpid():08d}-{os.urandom(3).hex()}"
 
@@ -178,15 +200,16 @@ class WaiterBoard:
                 while os.read(bell, 4096):
                     pass
 
-    def ring(self) -> None:
-        """Wake every waiter (after a release, or when a waiter leaves)."""
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return
+    def ring(self, tickets: Iterable[str] | None = None) -> None:
+        """Wake these waiters (default: all of them, as when a waiter leaves)."""
+        if tickets is None:
+            try:
+                names = [n for n in os.listdir(self.directory) if n.endswith(".fifo")]
+            except FileNotFoundError:
+                return
+        else:
+            names = [f"{ticket}.fifo" for ticket in tickets]
         for name in names:
-            if not name.endswith(".fifo"):
-                continue
             try:
                 fd = os.open(self.directory / name, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
