@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -100,10 +101,34 @@ def write_record(path: Path, holder: Holder) -> None:
     os.replace(tmp, path)
 
 
+MAX_RECORD = 64 * 1024
+
+
+def read_small_file(path: Path) -> bytes | None:
+    """The bytes of a record file, or ``None`` unless it is a regular file (not a link).
+
+    The lock directory is shared and world-writable: a planted link to a FIFO
+    or /dev/zero must not block or flood a reader.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, MAX_RECORD)
+    finally:
+        os.close(fd)
+
+
 def read_record(path: Path) -> Holder | None:
     """The record at ``path``, or ``None`` when there is none or it is not ours to read."""
+    data = read_small_file(path)
+    if data is None:
+        return None
     try:
-        raw = json.loads(path.read_bytes())
+        raw = json.loads(data)
         raw["cores"] = tuple(raw.get("cores", ()))
         raw["physical"] = tuple(raw.get("physical", ()))
         return Holder(**raw)

@@ -11,10 +11,11 @@ Invariants (each is tested with real processes in tests/test_lease*.py):
   Nobody ever blocks on a core lock while holding another, so two requests
   cannot deadlock; the only blocking lock, ``alloc.lock``, is never held
   while waiting for cores.
-* **Fair.**  A request that cannot be placed registers as a waiter and
-  reserves the window that will drain soonest; newer requests may not take
-  cores reserved by older waiters, so a 32-core request waits at most for the
-  holders it found, never for a stream of 1-core requests behind it.
+* **Biggest first, and fair.**  A request that cannot be placed registers as
+  a waiter; freed cores go to the biggest waiter they fit.  A waiter that has
+  waited ``fair_after`` seconds reserves the window that will drain soonest,
+  so a 32-core request waits at most for the holders it found, never for a
+  stream of 1-core requests behind it (see waiters.py).
 * **Takeover after a death.**  A holder record found on a core we just locked
   means its previous holder died without cleaning up; before returning we
   wait until that process has fully exited, because the kernel drops its
@@ -187,13 +188,14 @@ class LeaseManager:
                 if checked_liveness:
                     break
                 checked_liveness = True
-                # A record whose holder is gone, or cannot be checked from here (another
-                # host name: a container sharing the lock directory), may be stale:
-                # let the core's lock decide.
+                # A record whose holder is gone, cannot be checked from here (another
+                # host name: a container sharing the lock directory), or that is not a
+                # readable record at all, may be stale: let the core's lock decide.
+                records = self.holders(busy - self._held)
                 stale = {
                     p
-                    for p, h in self.holders(busy - self._held).items()
-                    if not h.is_local() or not h.is_alive()
+                    for p in busy - self._held
+                    if p not in records or not records[p].is_local() or not records[p].is_alive()
                 }
                 if not stale:
                     break
@@ -322,8 +324,8 @@ class LeaseManager:
         if not waiter.aged:
             waiter = replace(waiter, aged=True)
             self._board.write(waiter)
-        older = {p for w in waiters if w.ticket < waiter.ticket for p in w.reserved}
-        reserved = self._reserve(k, busy - set(waiter.reserved), older)
+        above = {p for w in waiters if w.ticket != waiter.ticket and w.rank < waiter.rank for p in w.reserved}
+        reserved = self._reserve(k, busy - set(waiter.reserved), above)
         if reserved != waiter.reserved:
             waiter = replace(waiter, reserved=reserved)
             self._board.write(waiter)
@@ -348,7 +350,7 @@ class LeaseManager:
         if holders:
             named = "; ".join(f"cores {format_coreset(h.cores)} held by {h.describe()}" for h in holders)
         else:
-            named = "no holder is recorded (the cores may be reserved for older waiters)"
+            named = "no holder is recorded (the cores may be reserved for bigger or older waiters)"
         return LeaseTimeout(
             f"gave up after {waited:.1f}s waiting for {k} core{'s' if k != 1 else ''} "
             f"of pool {pool} ({topo.source}): {named}",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
-from .settings import REQUIRE, RUN_SETTINGS, Resolved, Spec, resolve
+from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Topology, TopologyError, detect_host, resolve_topology
 
 if TYPE_CHECKING:
@@ -121,6 +121,12 @@ def build_plan(
     settings: dict[str, Resolved[Any]] = {}
     for spec in RUN_SETTINGS:
         settings[spec.name] = _resolve(spec, cmdline, ini, env, active=topology is not None)
+    per_worker = settings["cores_per_worker"]
+    if topology is not None and per_worker.value is not None and per_worker.value > topology.size:
+        raise SettingError(
+            f"invalid value {str(per_worker.value)!r} from {per_worker.source}: more than the "
+            f"{topology.size} cores of the pool ({topology.source})"
+        )
     user_env = snapshot_env(env)
     if handoff is not None:
         for name in handoff.plugin_vars:

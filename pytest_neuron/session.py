@@ -186,6 +186,18 @@ class NeuronSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             self.request_for(item)
+        if (
+            self.plan.scope == "test"
+            and self.plan.topology is not None
+            and self.plan.value("order") == "biggest-first"
+        ):
+            # Big requests first, while the pool is empty: a 32-core test started late waits for
+            # every core to drain.  A stable sort, identical in every xdist worker.
+            items.sort(key=self._cores_wanted, reverse=True)
+
+    def _cores_wanted(self, item: pytest.Item) -> int:
+        request = self.request_for(item)
+        return request.cores if isinstance(request, Request) else 1
 
     # -- per test ---------------------------------------------------------------------------
     def _test_env(self, request: Request | None) -> dict[str, str | None]:
@@ -380,6 +392,10 @@ class NeuronSession:
             raise pytest.UsageError(str(exc)) from None
         if self.role == "controller":
             self._check_workers()
+            if self.plan.scope == "test" and self.plan.topology is not None:
+                from .xdist_hooks import hand_out_one_at_a_time
+
+                hand_out_one_at_a_time(self.config)
         if self.plan.value("trace") and self.plan.topology is not None:
             from .trace import Trace
 
@@ -406,11 +422,6 @@ class NeuronSession:
         if self.plan.scope != "worker" or self.plan.slice_size is None:
             return
         size = self.plan.slice_size
-        if size > topo.size:
-            raise pytest.UsageError(
-                f"--neuron-cores-per-worker={size} ({self.plan.settings['cores_per_worker'].source}) is more "
-                f"than the pool's {topo.size} cores ({topo.source})"
-            )
         fit = self.plan.slices_that_fit(size)
         if workers > fit:
             raise pytest.UsageError(

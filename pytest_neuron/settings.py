@@ -24,6 +24,7 @@ T = TypeVar("T")
 LOG_LEVELS = ("ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE", "QUIET")
 LOG_LOCATIONS = ("console", "syslog")
 SCOPES = ("worker", "test")
+ORDERS = ("biggest-first", "collected")
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_PORT_BASE = 61234
 
@@ -107,6 +108,13 @@ def parse_seconds(value: object, source: str) -> float:
     return seconds
 
 
+def parse_order(value: str, source: str) -> str:
+    order = value.strip().lower()
+    if order not in ORDERS:
+        raise _bad(value, source, "biggest-first or collected")
+    return order
+
+
 def parse_path(value: str, source: str) -> str:
     if not value.strip():
         raise _bad(value, source, "a directory path")
@@ -187,6 +195,13 @@ PORT_BASE = Spec(
     "(base + 512 + first core), default 61234",
     env="PYTEST_NEURON_PORT_BASE",
 )
+ORDER = Spec(
+    "order",
+    parse_order,
+    "biggest-first",
+    "test scope: run tests asking for more cores first (biggest-first, default), or as collected",
+    env="PYTEST_NEURON_ORDER",
+)
 TRACE = Spec(
     "trace",
     parse_path,
@@ -234,6 +249,7 @@ RUN_SETTINGS: tuple[Spec[Any], ...] = (
     WAIT_TIMEOUT,
     REQUIRE,
     PORT_BASE,
+    ORDER,
     TRACE,
 )
 TEST_SETTINGS: tuple[Spec[Any], ...] = (LOG_LEVEL, LOG_LOCATION, EXEC_TIMEOUT, VALIDATE_HASH)

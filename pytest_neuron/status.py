@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .coreset import format_coreset
-from .holders import Holder, read_record
+from .holders import Holder, read_record, read_small_file
 from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from .procinfo import is_running
 
@@ -296,7 +296,10 @@ def _read_waiters(directory: Path) -> tuple[WaiterStatus, ...]:
         if name.startswith(".") or not name.endswith(".json"):
             continue
         try:
-            raw = json.loads((directory / name).read_bytes())
+            data = read_small_file(directory / name)
+            if data is None:
+                continue
+            raw = json.loads(data)
             pid, k, reserved, since = (
                 int(raw["pid"]),
                 int(raw["k"]),

@@ -5,15 +5,19 @@ Every request that cannot be placed at once registers a *waiter*: a record
 ``waiters/<ticket>.fifo``.  Whoever releases cores rings every doorbell, so a
 waiter retries at once instead of on its next poll.
 
-Order, decided by :func:`available_to` for each placement attempt:
+Order, decided by :func:`available_to` for each placement attempt: **biggest
+first**, and among equals oldest first.  Cores that free up go to the
+biggest waiting request that fits them, as an ideal central scheduler would
+do; a smaller or newer request takes only what is left over.  That alone
+could starve a big request that never fits while small ones keep taking
+freed cores, so:
 
-1. **Aged waiters reserve.**  A waiter that has waited ``fair_after`` seconds
-   reserves the window that will drain soonest; no younger request may take
-   a core in it.  Its wait is therefore bounded by the holders it found,
-   however many small requests arrive behind it.
-2. **Otherwise biggest first.**  Cores that free up go to the biggest waiting
-   request that fits them (oldest first among equals), as an ideal central
-   scheduler would do; a smaller or newer request takes only what is left.
+* **Aged waiters reserve.**  A waiter that has waited ``fair_after`` seconds
+  reserves the window that will drain soonest (avoiding the reservations of
+  waiters ranked above it); no request ranked below it may take a core in
+  that window.  Its wait is then bounded by the holders it found, however
+  many small requests arrive behind it.  The top-ranked waiter is never
+  blocked by a reservation, so some waiter always progresses.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import errno
 import json
 import os
 import select
+import stat
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .holders import read_small_file
 from .lockdir import FILE_MODE
 from .procinfo import is_running, my_starttime
 
@@ -49,36 +55,29 @@ class Waiter:
     what: str
     aged: bool = False  # waited past fair_after: served in ticket order, not by size
 
-    def outranks(self, k: int, ticket: str | None) -> bool:
-        """Whether this waiter goes before a request of ``k`` cores holding ``ticket``."""
-        if ticket == self.ticket:
-            return False
-        if self.k != k:
-            return self.k > k
-        return ticket is None or self.ticket < ticket
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Lower ranks go first: bigger requests, then older tickets."""
+        return (-self.k, self.ticket)
+
+
+NEWEST = "~"  # sorts after every ticket: a request not yet waiting ranks last among its size
 
 
 def available_to(k: int, ticket: str | None, free: Iterable[int], waiters: Sequence[Waiter]) -> set[int]:
     """The physical cores a request of ``k`` cores (``ticket``: its own, or None when new) may take.
 
-    Aged waiters older than the request keep their reserved windows.  An aged
-    request takes anything else; a fresh one first leaves, in virtual turn,
-    one fitting window to each aged waiter and then to each waiter that
-    outranks it (bigger, or as big and older).
+    Every waiter ranked above the request keeps its reserved window, or else,
+    in rank order, the first window of the free cores that fits it.
     """
+    mine = (-k, ticket or NEWEST)
+    above = sorted((w for w in waiters if w.ticket != ticket and w.rank < mine), key=lambda w: w.rank)
     left = set(free)
-    older_aged = [
-        w for w in waiters if w.aged and w.ticket != ticket and (ticket is None or w.ticket < ticket)
-    ]
-    for waiter in older_aged:
+    for waiter in above:
         left.difference_update(waiter.reserved)
-    if any(w.ticket == ticket and w.aged for w in waiters):
-        return left
-    ranked = [w for w in older_aged if not w.reserved]
-    ranked += sorted(
-        (w for w in waiters if not w.aged and w.outranks(k, ticket)), key=lambda w: (-w.k, w.ticket)
-    )
-    for waiter in ranked:
+    for waiter in above:
+        if waiter.reserved:
+            continue
         for window in waiter.windows:
             if left.issuperset(window):
                 left.difference_update(window)
@@ -94,17 +93,16 @@ def served_first(free: Iterable[int], waiters: Sequence[Waiter]) -> list[str]:
     ``alloc.lock`` for nothing).
     """
     left = set(free)
-    order = [w for w in waiters if w.aged] + sorted(
-        (w for w in waiters if not w.aged), key=lambda w: (-w.k, w.ticket)
-    )
     served: list[str] = []
-    for waiter in order:
+    for waiter in sorted(waiters, key=lambda w: w.rank):
         windows = (waiter.reserved,) if waiter.reserved else waiter.windows
         for window in windows:
             if window and left.issuperset(window):
                 left.difference_update(window)
                 served.append(waiter.ticket)
                 break
+        else:
+            left.difference_update(waiter.reserved)
     return served
 
 
@@ -129,7 +127,10 @@ class WaiterBoard:
             if not name.endswith(".json") or name.startswith("."):
                 continue
             try:
-                raw = json.loads((self.directory / name).read_bytes())
+                data = read_small_file(self.directory / name)
+                if data is None:
+                    continue
+                raw = json.loads(data)
                 waiter = Waiter(
                     ticket=name[:-5],
                     pid=int(raw["pid"]),
@@ -211,10 +212,15 @@ class WaiterBoard:
             names = [f"{ticket}.fifo" for ticket in tickets]
         for name in names:
             try:
-                fd = os.open(self.directory / name, os.O_WRONLY | os.O_NONBLOCK)
+                # never through a link: the directory is shared and world-writable
+                fd = os.open(
+                    self.directory / name, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+                )
             except OSError:
-                continue  # ENXIO: nobody is listening (the waiter is gone)
+                continue  # ENXIO: nobody is listening (the waiter is gone); ELOOP: a link
             try:
+                if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    continue
                 os.write(fd, b"!")
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EPIPE):

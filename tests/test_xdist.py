@@ -262,7 +262,7 @@ def test_n_auto_starts_as_many_workers_as_slices_fit_at_most_the_cpus(
         ),
         (
             ["-n", "2", "--neuron-cores-per-worker=9"],
-            "--neuron-cores-per-worker=9 (--neuron-cores-per-worker) is more",
+            "invalid value '9' from --neuron-cores-per-worker: more than the 8 cores",
         ),
     ],
 )
@@ -398,6 +398,7 @@ def test_a_runtime_initialised_in_the_worker_pins_its_cores_until_the_worker_exi
         "-n",
         "1",
         "--neuron-scope=test",
+        "--neuron-order=collected",
         "--neuron-cores=0-3",
         "--neuron-wait-timeout=0.5",
         f"--neuron-lock-dir={lock_dir}",
