@@ -91,14 +91,25 @@ def make_suite(root: Path, jobs: list[Job], *, plugin: bool) -> Path:
 
 
 def measure(
-    name: str, runs: list[tuple[Path, list[str], dict[str, str], bool]], scale: float
+    name: str,
+    runs: list[tuple[Path, list[str], dict[str, str], bool]],
+    scale: float,
+    trace: Path | None = None,
 ) -> dict[str, float]:
-    """Test spans of ``runs`` (one after another) with real and zero durations, and their difference."""
+    """Test spans of ``runs`` (one after another) with real and zero durations, and their difference.
+
+    With ``trace``, the real-duration runs with the plugin also write a timeline there
+    (``--neuron-trace``): ``<trace>/<name>-<i>.json`` and ``.html``.
+    """
     totals = {}
     for label, factor in (("real", scale), ("zero", 0.0)):
         total = 0.0
-        for suite, args, env, plugin in runs:
-            span, tail = run(suite, args, {**env, "PACKING_SCALE": str(factor)}, plugin=plugin)
+        for i, (suite, args, env, plugin) in enumerate(runs):
+            extra = []
+            if trace is not None and plugin and label == "real":
+                trace.mkdir(parents=True, exist_ok=True)
+                extra = [f"--neuron-trace={trace / f'{name}-{i}.json'}"]
+            span, tail = run(suite, [*args, *extra], {**env, "PACKING_SCALE": str(factor)}, plugin=plugin)
             total += span
             print(f"  {name:<24} {label}: span {span:6.2f}s  {tail}", file=sys.stderr)
         totals[label] = total
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261126)
     parser.add_argument("--only", action="append", help="run only these configurations (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--trace", type=Path, help="write a timeline of each plugin run into this directory")
     options = parser.parse_args(argv)
 
     jobs = make_workload(options.tests, seed=options.seed, mean=options.mean)
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in selected:
         workers, runs = configs[name]
-        results[name] = measure(name, runs, 1.0) | {"workers": workers}
+        results[name] = measure(name, runs, 1.0, options.trace) | {"workers": workers}
     print(
         f"workload: {len(jobs)} tests, mean {options.mean}s, seed {options.seed}, pool {pool} cores; "
         f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"

@@ -11,7 +11,7 @@ from .marker import MARKER_DOC
 from .options import add_options
 
 if TYPE_CHECKING:
-    from .session import NeuronCores
+    from .state import NeuronCores
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,6 +31,7 @@ from .marker import MarkerError, Request, parse_marker
 from .procinfo import open_devices
 from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from .state import NeuronCores, NeuronWarning, ProcessState, TestCores
 from .timeout import effective_pytest_timeout
 
 if TYPE_CHECKING:
@@ -41,39 +41,12 @@ if TYPE_CHECKING:
     from .plan import RunPlan
 
 DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
+NO_CORES = (
+    "no Neuron cores: no device was found on this host and no pool was given "
+    "(pass --neuron-cores=0-7 to simulate one, or run on a Neuron host)"
+)
 REQUEST_KEY = pytest.StashKey["Request | str"]()
 LEASE_KEY = pytest.StashKey["TestCores"]()
-
-
-class NeuronWarning(pytest.PytestWarning):
-    """A pytest-neuron warning (pinned cores, a pytest-timeout shorter than the runtime's)."""
-
-
-@dataclass(frozen=True)
-class NeuronCores:
-    """What the ``neuron_cores`` fixture returns: the cores this test runs with."""
-
-    cores: tuple[int, ...]
-    visible_cores: str
-    env: dict[str, str]
-    wait_seconds: float
-
-
-@dataclass
-class TestCores:
-    lease: Lease | None
-    patch: EnvPatch | None
-    error: str | None = None
-    wait: float = 0.0
-
-
-@dataclass
-class ProcessState:
-    lease: Lease | None = None
-    patch: EnvPatch | None = None
-    error: str | None = None
-    failed_wait: tuple[float, float, int] | None = None  # start, end, cores of a wait that got none
-    pinned: list[Lease] = field(default_factory=list)
 
 
 class NeuronSession:
@@ -186,6 +159,12 @@ class NeuronSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             self.request_for(item)
+        if self.plan.topology is None and not self.plan.value("require"):
+            # skipped by marker, so the report points at the test rather than at this plugin
+            skip = pytest.mark.skip(reason=NO_CORES)
+            for item in items:
+                if self.request_for(item) is not None or "neuron_cores" in getattr(item, "fixturenames", ()):
+                    item.add_marker(skip)
         if (
             self.plan.scope == "test"
             and self.plan.topology is not None
@@ -287,9 +266,9 @@ class NeuronSession:
         wants = request is not None or "neuron_cores" in getattr(item, "fixturenames", ())
         topo = self.plan.topology
         if topo is None:
-            if wants:
+            if wants and self.plan.value("require"):
                 self._no_cores()
-            return
+            return  # without --neuron-require, a skip marker (added at collection) skips it
         test_cores = item.stash.get(LEASE_KEY, None)
         if test_cores is not None and test_cores.error:
             pytest.fail(test_cores.error, pytrace=False)
@@ -316,16 +295,8 @@ class NeuronSession:
                 item.user_properties.append(("neuron_worker", self.worker))
 
     def _no_cores(self) -> None:
-        message = (
-            "no Neuron cores: no device was found on this host and no pool was given "
-            "(pass --neuron-cores=0-7 to simulate one, or run on a Neuron host)"
-        )
-        if self.plan.value("require"):
-            pytest.fail(
-                message + f"; failing because of --neuron-require ({self.plan.settings['require'].source})",
-                pytrace=False,
-            )
-        pytest.skip(message)
+        source = self.plan.settings["require"].source
+        pytest.fail(f"{NO_CORES}; failing because of --neuron-require ({source})", pytrace=False)
 
     def _check_timeouts(self, item: pytest.Item, request: Request | None) -> None:
         given = request.settings.get("exec_timeout") if request is not None else None
@@ -333,13 +304,16 @@ class NeuronSession:
         exec_timeout = given if given is not None else self.test_defaults["exec_timeout"].value
         pytest_timeout = effective_pytest_timeout(item)
         if exec_timeout and pytest_timeout and pytest_timeout <= float(str(exec_timeout)):
-            warnings.warn(
+            path, lineno, _ = item.reportinfo()
+            warnings.warn_explicit(  # at the test, not at this line
                 NeuronWarning(
                     f"{item.nodeid}: pytest-timeout ({pytest_timeout:g}s) fires at or before "
                     f"NEURON_RT_EXEC_TIMEOUT ({exec_timeout}s); raise the pytest timeout so the runtime's "
                     "own, clearer timeout error comes first"
                 ),
-                stacklevel=1,
+                NeuronWarning,
+                str(path),
+                (lineno or 0) + 1,
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
