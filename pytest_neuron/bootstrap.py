@@ -14,7 +14,7 @@ import pytest
 
 from .lockdir import LockDirError, prepare_domain
 from .plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
-from .session import NeuronSession
+from .session import NeuronSession, NoCores, NoCoresRequired
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,7 +94,11 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
         role = config.stash[ROLE_KEY] or "undecided"
         session = NeuronSession(config, plan, role)
         config.stash[SESSION_KEY] = session
-        config.pluginmanager.register(session, "neuron-session")
+        if plan.topology is not None:
+            config.pluginmanager.register(session, "neuron-session")
+        else:  # nothing to lease: no per-test hooks at all
+            hooks = NoCoresRequired(session) if plan.value("require") else NoCores(session)
+            config.pluginmanager.register(hooks, "neuron-session")
     option = early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
     if session.role == "undecided":
         distributing = _distributing(option) if config.pluginmanager.hasplugin("xdist") else False

@@ -10,12 +10,13 @@ up; its pid tells the next holder which process to wait for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import stat
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .procinfo import is_running, my_starttime
@@ -56,6 +57,7 @@ class Holder:
         return is_running(self.pid, self.starttime)
 
 
+@functools.lru_cache(maxsize=1)
 def current_user() -> str:
     try:
         import pwd
@@ -91,7 +93,7 @@ def new_holder(
 
 def write_record(path: Path, holder: Holder) -> None:
     """Write ``holder`` to ``path`` atomically (temporary file, then rename)."""
-    data = json.dumps(asdict(holder), separators=(",", ":")).encode()
+    data = json.dumps(vars(holder), separators=(",", ":")).encode()  # no deep copy: fields are flat
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:

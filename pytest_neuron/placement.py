@@ -118,6 +118,8 @@ def choose_window(
         return None
     devices = device_of or {}
     fmap = _FreeMap(free_set)
+    smallest = 1 << (k - 1).bit_length()
+    tightest = (0, smallest, k, k)
     best: tuple[tuple[int, int, int, int, int], Window] | None = None
     for window in candidate_windows(tuple(sorted(pool)), k):
         if not fmap.all_free(window[0], window[-1] + 1):
@@ -131,6 +133,8 @@ def choose_window(
         )
         if best is None or score < best[0]:
             best = (score, window)
+            if score[:4] == tightest:
+                break  # nothing can score better: one device, smallest block, no free neighbours
     return None if best is None else best[1]
 
 

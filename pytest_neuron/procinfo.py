@@ -57,8 +57,15 @@ def ancestors(pid: int | None = None) -> list[tuple[int, int | None]]:
     return chain
 
 
+_MINE: dict[int, int | None] = {}
+
+
 def my_starttime() -> int | None:
-    return proc_state(os.getpid()).starttime
+    """This process's start time (cached per pid: a forked child reads its own)."""
+    pid = os.getpid()
+    if pid not in _MINE:
+        _MINE[pid] = proc_state(pid).starttime
+    return _MINE[pid]
 
 
 def open_devices(prefix: str) -> list[str]:

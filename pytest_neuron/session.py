@@ -159,12 +159,6 @@ class NeuronSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             self.request_for(item)
-        if self.plan.topology is None and not self.plan.value("require"):
-            # skipped by marker, so the report points at the test rather than at this plugin
-            skip = pytest.mark.skip(reason=NO_CORES)
-            for item in items:
-                if self.request_for(item) is not None or "neuron_cores" in getattr(item, "fixturenames", ()):
-                    item.add_marker(skip)
         if (
             self.plan.scope == "test"
             and self.plan.topology is not None
@@ -266,9 +260,7 @@ class NeuronSession:
         wants = request is not None or "neuron_cores" in getattr(item, "fixturenames", ())
         topo = self.plan.topology
         if topo is None:
-            if wants and self.plan.value("require"):
-                self._no_cores()
-            return  # without --neuron-require, a skip marker (added at collection) skips it
+            return  # NoCores handles this process
         test_cores = item.stash.get(LEASE_KEY, None)
         if test_cores is not None and test_cores.error:
             pytest.fail(test_cores.error, pytrace=False)
@@ -287,16 +279,12 @@ class NeuronSession:
                     pytrace=False,
                 )
         self._check_timeouts(item, request if isinstance(request, Request) else None)
-        cores = self.cores_for(item)
-        if cores is not None:
-            item.user_properties.append(("neuron_cores", cores.visible_cores))
-            item.user_properties.append(("neuron_wait_seconds", round(cores.wait_seconds, 4)))
+        lease, wait = self._lease_of(item)
+        if lease is not None:
+            item.user_properties.append(("neuron_cores", lease.visible_cores))
+            item.user_properties.append(("neuron_wait_seconds", round(wait, 4)))
             if self.worker:
                 item.user_properties.append(("neuron_worker", self.worker))
-
-    def _no_cores(self) -> None:
-        source = self.plan.settings["require"].source
-        pytest.fail(f"{NO_CORES}; failing because of --neuron-require ({source})", pytrace=False)
 
     def _check_timeouts(self, item: pytest.Item, request: Request | None) -> None:
         given = request.settings.get("exec_timeout") if request is not None else None
@@ -333,13 +321,19 @@ class NeuronSession:
             )
 
     # -- the fixture ------------------------------------------------------------------------
-    def cores_for(self, item: pytest.Item) -> NeuronCores | None:
+    def _lease_of(self, item: pytest.Item) -> tuple[Lease | None, float]:
+        """The lease ``item`` runs with (its own in test scope, else the process's) and its wait."""
         test_cores = item.stash.get(LEASE_KEY, None)
-        lease = test_cores.lease if test_cores is not None and test_cores.lease else self.state.lease
+        if test_cores is not None and test_cores.lease is not None:
+            return test_cores.lease, test_cores.wait
+        lease = self.state.lease
+        return lease, 0.0 if lease is None else lease.wait_seconds
+
+    def cores_for(self, item: pytest.Item) -> NeuronCores | None:
+        lease, wait = self._lease_of(item)
         if lease is None:
             return None
-        wait = test_cores.wait if test_cores is not None and test_cores.lease else lease.wait_seconds
-        return NeuronCores(lease.cores, format_coreset(lease.cores), neuron_environ(), wait)
+        return NeuronCores(lease.cores, lease.visible_cores, neuron_environ(), wait)
 
     def pytest_unconfigure(self) -> None:
         self.release_process_slice()
@@ -425,3 +419,41 @@ class NeuronSession:
         workers = getattr(hooks, "worker_summaries", {}) if hooks is not None else {}
         process = self.process_summary() if self.role == "single" else None
         return summary_lines(self.plan.scope, self.records, workers, process, self.pinned_message)
+
+
+def wants_cores(item: pytest.Item) -> bool:
+    return item.get_closest_marker("neuron") is not None or "neuron_cores" in getattr(
+        item, "fixturenames", ()
+    )
+
+
+class NoCores:
+    """Registered instead of :class:`NeuronSession` when there is no pool at all.
+
+    It has no per-test hook, so a suite that never asks for cores pays
+    nothing per test: tests that ask for cores get a skip marker at
+    collection (so the report points at the test, not at this plugin).
+    """
+
+    def __init__(self, session: NeuronSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        skip = pytest.mark.skip(reason=NO_CORES)
+        for item in items:
+            if wants_cores(item):
+                item.add_marker(skip)
+
+
+class NoCoresRequired:
+    """:class:`NoCores` under ``--neuron-require``: tests that ask for cores fail at setup."""
+
+    def __init__(self, session: NeuronSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if wants_cores(item):
+            source = self.session.plan.settings["require"].source
+            pytest.fail(f"{NO_CORES}; failing because of --neuron-require ({source})", pytrace=False)
