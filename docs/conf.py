@@ -19,3 +19,4 @@ html_title = "pytest-neuron"
 # Headings up to ### get anchors, so pages can link to [a section](#a-section).
 # A link to a missing page or anchor is a warning, so it fails the -W build.
 myst_heading_anchors = 3
+html_static_path = ["_static"]  # the example timeline (HTML, JSON, PNG) ships with the docs

@@ -107,6 +107,7 @@ class LeaseManager:
         self._prepared = False
         self._held: set[int] = set()  # physical cores this process holds
         self._locks: dict[int, Any] = {}
+        self._records: dict[int, Path] = {}
         self._mutex = threading.Lock()
         self._alloc = DomainMutex(root / "alloc.lock")
         self._timeout_exc: type[BaseException] = TimeoutError
@@ -116,7 +117,10 @@ class LeaseManager:
         return self.root / "cores" / f"core-{phys:04d}.lock"
 
     def _record_path(self, phys: int) -> Path:
-        return self.root / "holders" / f"core-{phys:04d}.json"
+        path = self._records.get(phys)
+        if path is None:
+            path = self._records[phys] = self.root / "holders" / f"core-{phys:04d}.json"
+        return path
 
     def _prepare(self) -> None:
         if not self._prepared:

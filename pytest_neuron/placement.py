@@ -116,12 +116,21 @@ def choose_window(
     free_set = frozenset(free)
     if len(free_set) < k:
         return None
-    devices = device_of or {}
+    devices = tuple(sorted(device_of.items())) if device_of else ()
+    return _choose(tuple(sorted(pool)), k, free_set, devices)
+
+
+@lru_cache(maxsize=1024)
+def _choose(
+    pool: tuple[int, ...], k: int, free_set: frozenset[int], device_items: tuple[tuple[int, int], ...]
+) -> Window | None:
+    """:func:`choose_window`, cached: a pool's free sets repeat (an idle pool, every time)."""
+    devices = dict(device_items)
     fmap = _FreeMap(free_set)
     smallest = 1 << (k - 1).bit_length()
     tightest = (0, smallest, k, k)
     best: tuple[tuple[int, int, int, int, int], Window] | None = None
-    for window in candidate_windows(tuple(sorted(pool)), k):
+    for window in candidate_windows(pool, k):
         if not fmap.all_free(window[0], window[-1] + 1):
             continue
         score = (
