@@ -4,8 +4,8 @@ docs/configuration.md is compared both ways with what the plugin itself reports:
 the options of ``pytest --help``'s neuron group, the ``neuron_*`` ini keys of its
 ini section, the marker signature of ``pytest --markers``, and the environment
 variables named in pytest_neuron/ (the settings table and every module).  The
-docs build with ``sphinx-build -W`` (skipped when Sphinx is not installed; CI
-installs it), and every YAML block of the CI recipes parses (when PyYAML is).
+docs build with ``sphinx-build -W``, and every YAML block of the CI recipes
+parses (Sphinx, its extensions and PyYAML are in the test extras).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -306,7 +306,7 @@ def test_quickstart_shows_the_readme_commands_verbatim() -> None:
 
 
 def test_ci_recipes_yaml_blocks_parse() -> None:
-    yaml: Any = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    import yaml  # in the test extras
     blocks = list(fenced_blocks(DOCS / "ci-recipes.md", "yaml"))
     assert len(blocks) >= 5, "the CI recipes should hold at least five YAML files"
     for line, text in blocks:
@@ -319,8 +319,7 @@ def test_ci_recipes_yaml_blocks_parse() -> None:
 
 
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
-    for module in ("sphinx", "myst_parser", "furo"):
-        pytest.importorskip(module, reason=f"{module} is not installed (CI installs the docs extras)")
+    # sphinx, myst-parser and furo are in the test extras: a missing one fails, never skips
     result = subprocess.run(
         [
             sys.executable,
