@@ -22,23 +22,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("neuron_cores", CORES_HELP, type="string", default="")
     for spec in (*RUN_SETTINGS, *TEST_SETTINGS):
         env = f" [env {spec.env}]" if spec.env else ""
-        if spec is VALIDATE_HASH:
-            group.addoption(
-                spec.option,
-                dest=spec.dest,
-                action="store_const",
-                const=True,
-                default=None,
-                help=spec.help + env,
-            )
-            group.addoption(
-                "--no-neuron-validate-hash",
-                dest=spec.dest,
-                action="store_const",
-                const=False,
-                help="turn NEURON_RT_VALIDATE_HASH off for each test",
-            )
-        elif spec is REQUIRE:
+        if spec in (VALIDATE_HASH, REQUIRE):  # flags: given means True
             group.addoption(
                 spec.option,
                 dest=spec.dest,
@@ -48,6 +32,15 @@ def add_options(parser: pytest.Parser) -> None:
                 help=spec.help + env,
             )
         else:
-            metavar = spec.name.upper()
-            group.addoption(spec.option, dest=spec.dest, metavar=metavar, default=None, help=spec.help + env)
+            group.addoption(
+                spec.option, dest=spec.dest, metavar=spec.name.upper(), default=None, help=spec.help + env
+            )
+        if spec is VALIDATE_HASH:
+            group.addoption(
+                "--no-neuron-validate-hash",
+                dest=spec.dest,
+                action="store_const",
+                const=False,
+                help="turn NEURON_RT_VALIDATE_HASH off for each test",
+            )
         parser.addini(spec.ini, spec.help, type="string", default="")

@@ -307,6 +307,7 @@ def test_quickstart_shows_the_readme_commands_verbatim() -> None:
 
 def test_ci_recipes_yaml_blocks_parse() -> None:
     import yaml  # in the test extras
+
     blocks = list(fenced_blocks(DOCS / "ci-recipes.md", "yaml"))
     assert len(blocks) >= 5, "the CI recipes should hold at least five YAML files"
     for line, text in blocks:

@@ -9,7 +9,6 @@ for one core, as the real runtime does.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import BASE_ARGS, assert_outcomes
+from e2e_helpers import contiguous, cores_of, read_records
 
 from pytest_neuron.lease import LeaseManager
 from pytest_neuron.testing import check_log, summarize_log
@@ -63,23 +63,6 @@ def records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "records.jsonl"
     monkeypatch.setenv(RECORD_ENV, str(path))
     return path
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def cores_of(visible: str) -> frozenset[int]:
-    """NEURON_RT_VISIBLE_CORES as a set (parsed here, independently of the plugin)."""
-    cores: set[int] = set()
-    for part in visible.split(","):
-        first, _, last = part.partition("-")
-        cores.update(range(int(first), int(last or first) + 1))
-    return frozenset(cores)
-
-
-def contiguous(cores: frozenset[int]) -> bool:
-    return max(cores) - min(cores) + 1 == len(cores)
 
 
 def assert_no_overlap_in_time(recs: list[dict[str, Any]]) -> None:
