@@ -105,7 +105,12 @@ class NeuronSession:
             lease.physical[0],
             port_base=int(self.plan.value("port_base")),
             user_env=self.plan.user_env,
-            handoff=handoff_value(lease.domain, lease.cores, plugin_vars=PORT_VARS),
+            # the ports this plugin derived (not the user's): a nested run derives its own
+            handoff=handoff_value(
+                lease.domain,
+                lease.cores,
+                plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
+            ),
         )
 
     def release_process_slice(self) -> None:
@@ -218,7 +223,10 @@ class NeuronSession:
 
     def _end_test_lease(self, item: pytest.Item, lease: Lease) -> None:
         assert self.manager is not None
-        devices = open_devices(self.device_prefix)
+        # A device open now pins this lease's cores, unless an earlier test already
+        # initialised the runtime here: it read NEURON_RT_VISIBLE_CORES then, once, and
+        # holds that earlier lease's cores, not these.
+        devices = [] if self.state.pinned else open_devices(self.device_prefix)
         if self.trace is not None:
             self.trace.release(lease, pinned=bool(devices))
         if not devices:

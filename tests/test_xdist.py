@@ -365,6 +365,12 @@ def test_2_pins_again(neuron_cores):
     with open(os.environ["PLUGIN_TEST_RECORD"] + ".second", "w") as f:
         f.write(neuron_cores.visible_cores)
 
+@pytest.mark.neuron(2)
+def test_2b_after_the_runtime_was_initialised(neuron_cores):
+    # the runtime kept test_1's cores; test_2's lease pinned nothing and was released
+    with open(os.environ["PLUGIN_TEST_RECORD"] + ".third", "w") as f:
+        f.write(neuron_cores.visible_cores)
+
 @pytest.mark.neuron(4)
 def test_3_whole_pool():
     pass
@@ -386,9 +392,11 @@ def test_a_runtime_initialised_in_the_worker_pins_its_cores_until_the_worker_exi
         "--neuron-wait-timeout=0.5",
         f"--neuron-lock-dir={lock_dir}",
     )
-    # test_1 pinned 0-1: test_2 gets 2-3, and the whole pool never comes free while the worker lives
-    assert_outcomes(result, passed=2, errors=1, warnings=1)
+    # test_1 pinned 0-1: test_2 gets 2-3, and the whole pool never comes free while the worker lives;
+    # test_2's cores were not pinned (the runtime had read its cores already), so test_2b gets them
+    assert_outcomes(result, passed=3, errors=1, warnings=1)
     assert (records.parent / (records.name + ".second")).read_text() == "2-3"
+    assert (records.parent / (records.name + ".third")).read_text() == "2-3"
     text = result.stdout.str()
     pin = "test_pinned.py::test_1_pins initialised the Neuron runtime in this process"
     assert text.count(pin) == 2, text  # once in the warnings summary, once in the neuron summary
