@@ -299,7 +299,8 @@ def test_every_page_is_in_the_toctree() -> None:
 def test_quickstart_shows_the_readme_commands_verbatim() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quickstart = (DOCS / "quickstart.md").read_text(encoding="utf-8")
-    commands = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     assert len(commands) == 2, "the README's Quickstart should have two ```sh blocks"
     for block in commands:
         assert f"```sh\n{block}```" in quickstart, f"docs/quickstart.md does not copy:\n{block}"
