@@ -47,12 +47,12 @@ def manager(root: Path, n: int) -> LeaseManager:
 # -- children ----------------------------------------------------------------------
 
 
-def run_contender(root: Path, hold: float, stop: Path, ready: Path) -> int:
-    """Lease 1 core of the 32-core pool in a loop until ``stop`` exists."""
-    mgr = manager(root, 32)
+def run_contender(root: Path, hold: float, stop: Path, ready: Path, pool: int = 32) -> int:
+    """Lease 1 core of the ``pool``-core pool in a loop until ``stop`` exists."""
+    mgr = manager(root, pool)
     first = True
     while not stop.exists():
-        lease = mgr.acquire(1, timeout=120)
+        lease = mgr.acquire(1, timeout=300)
         if first:
             ready.touch()
             first = False
@@ -102,24 +102,37 @@ def lease_release_latency(mgr: LeaseManager, k: int, iterations: int, budget: fl
     return samples
 
 
-def with_contenders(root: Path, args: argparse.Namespace, measure: list[tuple[int, int]]) -> list[Row]:
+def with_contenders(
+    root: Path, args: argparse.Namespace, measure: list[tuple[int, int]], *, pool: int = 32
+) -> tuple[list[Row], float]:
+    """Latency rows while ``args.contenders`` processes lease 1 core each; and their start-up seconds."""
     control = Path(tempfile.mkdtemp(prefix="bench-control-"))
     stop = control / "stop"
     readies = [control / f"ready-{n}" for n in range(args.contenders)]
-    contender_args = ("--lock-dir", str(root), "--hold", str(args.hold), "--stop", str(stop))
+    contender_args = (
+        "--lock-dir",
+        str(root),
+        "--hold",
+        str(args.hold),
+        "--stop",
+        str(stop),
+        "--pool",
+        str(pool),
+    )
+    started = time.monotonic()
     procs = [
         subprocess.Popen(child("--role", "contender", *contender_args, "--ready", str(ready)))
         for ready in readies
     ]
     rows: list[Row] = []
     try:
-        deadline = time.monotonic() + 60
         while not all(r.exists() for r in readies):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            if time.monotonic() > started + 300 or any(p.poll() is not None for p in procs):
                 raise SystemExit("the contending processes did not start")
-            time.sleep(0.01)
+            time.sleep(0.02)
+        startup = time.monotonic() - started
         time.sleep(0.3)
-        mgr = manager(root, 32)
+        mgr = manager(root, pool)
         for k, iterations in measure:
             samples = lease_release_latency(mgr, k, iterations, args.budget)
             rows.append(Row(k, f"{args.contenders} contenders", samples))
@@ -127,12 +140,12 @@ def with_contenders(root: Path, args: argparse.Namespace, measure: list[tuple[in
         stop.touch()
         for proc in procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(control, ignore_errors=True)
-    return rows
+    return rows, startup
 
 
 def takeover_after_kill(root: Path, rounds: int) -> list[float]:
@@ -213,6 +226,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pool", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.contended_iterations, args.budget, args.kill_rounds = 20, 5, 2.0, 2
@@ -222,7 +236,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "contender":
-        return run_contender(args.lock_dir, args.hold, args.stop, args.ready)
+        return run_contender(args.lock_dir, args.hold, args.stop, args.ready, args.pool)
     if args.role == "holder":
         return run_holder(args.lock_dir)
 
@@ -234,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool_root = base / "pool32"
         mgr = manager(pool_root, 32)
         rows = [Row(k, "uncontended", lease_release_latency(mgr, k, args.iterations, 60.0)) for k in SIZES]
-        rows += with_contenders(pool_root, args, [(k, args.contended_iterations) for k in SIZES])
+        rows += with_contenders(pool_root, args, [(k, args.contended_iterations) for k in SIZES])[0]
         kills = takeover_after_kill(base / "pool4", args.kill_rounds)
         print()
         print(table(rows))

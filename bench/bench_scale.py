@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lease import Row, header, lease_release_latency
+from bench_lease import Row, header, lease_release_latency, with_contenders
 from packing_model import ideal_makespan, lower_bound, make_workload
 
 from pytest_neuron.lease import LeaseManager
@@ -53,55 +52,6 @@ MIX = {1: 60, 2: 20, 4: 10, 8: 6, 32: 3, 128: 1}
 
 def manager(root: Path) -> LeaseManager:
     return LeaseManager(root, identity_topology(frozenset(range(POOL)), f"--neuron-cores=0-{POOL - 1}"))
-
-
-def run_contender(root: Path, hold: float, stop: Path, ready: Path) -> int:
-    """Lease 1 core of the 128-core pool in a loop until ``stop`` exists."""
-    mgr = manager(root)
-    first = True
-    while not stop.exists():
-        lease = mgr.acquire(1, timeout=300)
-        if first:
-            ready.touch()
-            first = False
-        time.sleep(hold)
-        mgr.release(lease)
-    return 0
-
-
-def contended(root: Path, args: argparse.Namespace) -> tuple[list[Row], float]:
-    """Latency rows with ``args.contenders`` processes leasing; and their start-up time in seconds."""
-    control = Path(tempfile.mkdtemp(prefix="bench-scale-control-", dir=args.tmp))
-    stop = control / "stop"
-    readies = [control / f"ready-{n}" for n in range(args.contenders)]
-    me = [sys.executable, str(Path(__file__).resolve()), "--role", "contender", "--lock-dir", str(root)]
-    started = time.monotonic()
-    procs = [
-        subprocess.Popen([*me, "--hold", str(args.hold), "--stop", str(stop), "--ready", str(ready)])
-        for ready in readies
-    ]
-    rows: list[Row] = []
-    try:
-        while not all(r.exists() for r in readies):
-            if time.monotonic() > started + 300 or any(p.poll() is not None for p in procs):
-                raise SystemExit("the contending processes did not start")
-            time.sleep(0.05)
-        startup = time.monotonic() - started
-        time.sleep(0.5)
-        mgr = manager(root)
-        for k in SIZES:
-            samples = lease_release_latency(mgr, k, args.contended_iterations, args.budget)
-            rows.append(Row(k, f"{args.contenders} contenders", samples))
-    finally:
-        stop.touch()
-        for proc in procs:
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(control, ignore_errors=True)
-    return rows, startup
 
 
 def packing(root: Path, args: argparse.Namespace) -> tuple[dict[str, float], float]:
@@ -147,10 +97,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=["latency", "packing"], help="run one section only")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dirs go (default: $TMPDIR)")
     parser.add_argument("--quick", action="store_true", help="16 contenders, 16 workers, 60 tests")
-    parser.add_argument("--role", choices=["bench", "contender"], default="bench", help=argparse.SUPPRESS)
-    parser.add_argument("--lock-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.contended_iterations, args.budget = 50, 10, 3.0
@@ -160,9 +106,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.role == "contender":
-        return run_contender(args.lock_dir, args.hold, args.stop, args.ready)
-
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.tmp))
     try:
         print(header(base), flush=True)
@@ -173,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "latency"):
             mgr = manager(base / "pool")
             rows = [Row(k, "uncontended", lease_release_latency(mgr, k, args.iterations, 60)) for k in SIZES]
-            more, startup = contended(base / "pool", args)
+            measure = [(k, args.contended_iterations) for k in SIZES]
+            more, startup = with_contenders(base / "pool", args, measure, pool=POOL)
             rows += more
             notes.append(f"{args.contenders} contenders started in {startup:.1f} s; each leases 1 core for ")
             notes[-1] += f"{args.hold * 1e3:g} ms in a loop; p99 of n samples (n < 100: near the maximum)"
