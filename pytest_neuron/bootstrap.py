@@ -97,7 +97,7 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
         if plan.topology is not None:
             config.pluginmanager.register(session, "neuron-session")
         else:  # nothing to lease: no per-test hooks at all
-            hooks = NoCoresRequired(session) if plan.value("require") else NoCores(session)
+            hooks = NoCoresRequired(session) if plan.value("require") else NoCores()
             config.pluginmanager.register(hooks, "neuron-session")
     option = early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
     if session.role == "undecided":

@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .procinfo import is_running, my_starttime
@@ -38,7 +38,6 @@ class Holder:
     physical: tuple[int, ...] = ()
     worker: str | None = None
     test: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for error messages and the status table."""
@@ -133,9 +132,18 @@ def read_record(path: Path) -> Holder | None:
         raw = json.loads(data)
         raw["cores"] = tuple(raw.get("cores", ()))
         raw["physical"] = tuple(raw.get("physical", ()))
-        return Holder(**raw)
-    except (OSError, ValueError, TypeError):
+        holder = Holder(**raw)
+    except (ValueError, TypeError, AttributeError):
         return None
+    # the directory is shared and world-writable: a record of the wrong shape is no record
+    fields = (holder.pid, holder.since, holder.command, holder.host, holder.user)
+    if not (
+        isinstance(fields[0], int)
+        and isinstance(fields[1], (int, float))
+        and all(isinstance(f, str) for f in fields[2:])
+    ):
+        return None
+    return holder
 
 
 def remove_record(path: Path) -> None:

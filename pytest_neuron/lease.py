@@ -31,7 +31,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .coreset import format_coreset
@@ -70,7 +70,6 @@ class Lease:
     wait_seconds: float
     domain: Path
     acquired_at: float
-    locks: list[Any] = field(default_factory=list, repr=False)
     released: bool = False
 
     @property
@@ -78,8 +77,9 @@ class Lease:
         return format_coreset(self.cores)
 
 
-def _sleep_interval(base: float, attempt: int) -> float:
-    return min(base * (1.5 ** min(attempt, 8)), 0.1) * random.uniform(0.8, 1.2)
+def _sleep_interval(base: float, attempt: int, cap: float) -> float:
+    """Backoff between attempts where no doorbell can wake a waiter (no FIFOs on this filesystem)."""
+    return min(base * (1.5 ** min(attempt, 8)), cap) * random.uniform(0.8, 1.2)
 
 
 class LeaseManager:
@@ -127,7 +127,6 @@ class LeaseManager:
             prepare_domain(self.root, self.source)
             from filelock import Timeout
 
-            self._alloc = DomainMutex(self.root / "alloc.lock")
             self._timeout_exc = Timeout
             self._prepared = True
 
@@ -288,15 +287,17 @@ class LeaseManager:
                         wait_seconds=time.monotonic() - start,
                         domain=self.root,
                         acquired_at=time.time(),
-                        locks=[self._locks[p] for p in physical],
                     )
                 now = time.monotonic()
                 if now >= deadline or (cancel is not None and cancel()):
                     raise self._timeout_error(k, () if waiter is None else waiter.reserved, now - start)
-                pause = min(deadline - now, _sleep_interval(self.poll_interval, attempt))
-                if bell is not None:
-                    pause = min(deadline - now, self.fallback_poll)
-                board.wait(bell, pause)
+                # a doorbell wakes us when cores free up; the poll only catches holders that died
+                pause = (
+                    self.fallback_poll
+                    if bell is not None
+                    else _sleep_interval(self.poll_interval, attempt, self.fallback_poll)
+                )
+                board.wait(bell, min(deadline - now, pause))
                 attempt += 1
         finally:
             if waiter is not None:
@@ -325,9 +326,6 @@ class LeaseManager:
             return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
         if time.time() - waiter.since < self.fair_after:
             return waiter, bell
-        if not waiter.aged:
-            waiter = replace(waiter, aged=True)
-            self._board.write(waiter)
         above = {p for w in waiters if w.ticket != waiter.ticket and w.rank < waiter.rank for p in w.reserved}
         reserved = self._reserve(k, busy - set(waiter.reserved), above)
         if reserved != waiter.reserved:
@@ -369,9 +367,9 @@ class LeaseManager:
         for phys in lease.physical:
             remove_record(self._record_path(phys))
         with self._mutex:
-            for phys, lock in zip(lease.physical, lease.locks, strict=False):
+            for phys in lease.physical:
                 self._held.discard(phys)
-                lock.release(force=True)
+                self._locks[phys].release(force=True)
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:

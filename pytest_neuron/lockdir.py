@@ -5,7 +5,8 @@ Layout (one *domain*; a nested run gets its own domain under ``nested/``)::
     alloc.lock               short-held lock around every placement decision
     cores/core-0005.lock     one flock per physical core, held for the lease
     holders/core-0005.json   who holds core 5 (see holders.py)
-    waiters/<ticket>.json    requests waiting for cores, oldest ticket first
+    waiters/<ticket>.json    requests waiting for cores (ranked in waiters.py)
+    waiters/<ticket>.fifo    the doorbell that wakes that request
     nested/<pid>-<start>/    the domain of runs nested inside lease holder <pid>
 
 Lock files are never unlinked: unlinking a flocked file lets the next opener

@@ -32,7 +32,6 @@ class Request:
 
     cores: int
     settings: Mapping[str, object] = field(default_factory=dict)
-    source: str = "the neuron marker"
 
 
 def parse_marker(
@@ -63,4 +62,4 @@ def parse_marker(
             settings[spec.name] = spec.parse(value, f"{where} ({spec.name}=)")
         except SettingError as exc:
             raise MarkerError(str(exc)) from None
-    return Request(cores=cores, settings=settings, source=where)
+    return Request(cores=cores, settings=settings)

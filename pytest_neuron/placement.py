@@ -111,7 +111,7 @@ def choose_window(
     """The best free window of ``k`` cores, or ``None`` when none is free.
 
     ``free`` is the set of logical cores that may be taken now (free and not
-    reserved for an older waiter).
+    reserved for a waiter ranked above this request).
     """
     free_set = frozenset(free)
     if len(free_set) < k:
@@ -157,8 +157,8 @@ def reservation_window(
 ) -> Window | None:
     """The window a waiting request should reserve: it drains soonest.
 
-    Chooses, among windows that avoid ``forbidden`` (what older waiters
-    reserved), the one with the fewest ``busy`` cores.  Once reserved, no newer
+    Chooses, among windows that avoid ``forbidden`` (what waiters ranked
+    above it reserved), the one with the fewest ``busy`` cores.  Once reserved, no newer
     request may take a core in it, so its busy count only falls and the waiter
     gets it as soon as its current holders finish: this bounds the wait of a
     large request behind a stream of small ones.

@@ -34,7 +34,6 @@ class RunPlan:
     user_env: Mapping[str, str]
     handoff: Handoff | None = None
     slice_size: int | None = None
-    workers: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
@@ -63,7 +62,7 @@ class RunPlan:
         size = self.value("cores_per_worker")
         if size is None and self.topology is not None:
             size = max(1, self.topology.size // max(1, workers))
-        return replace(self, slice_size=size, workers=workers)
+        return replace(self, slice_size=size)
 
     def slices_that_fit(self, size: int) -> int:
         """How many disjoint windows of ``size`` cores the pool holds at once."""
@@ -160,7 +159,6 @@ def plan_to_json(plan: RunPlan) -> str:
         "settings": {k: [r.value, r.source] for k, r in plan.settings.items()},
         "user_env": dict(plan.user_env),
         "slice_size": plan.slice_size,
-        "workers": plan.workers,
         "run_id": plan.run_id,
         "command": plan.command,
         "handoff": None
@@ -205,5 +203,11 @@ def plan_from_json(text: str) -> RunPlan:
         )
     settings = {k: Resolved(v[0], v[1]) for k, v in data["settings"].items()}
     return RunPlan(
-        topology, settings, data["user_env"], handoff, data["slice_size"], data["workers"], data["run_id"]
+        topology,
+        settings,
+        data["user_env"],
+        handoff,
+        slice_size=data["slice_size"],
+        run_id=data["run_id"],
+        command=data["command"],
     )

@@ -178,12 +178,15 @@ class NeuronSession:
         return request.cores if isinstance(request, Request) else 1
 
     # -- per test ---------------------------------------------------------------------------
+    def _in_effect(self, request: Request | None, name: str) -> object:
+        """A per-test setting: the marker's value (even 0 or False), else the resolved default."""
+        given = None if request is None else request.settings.get(name)
+        return given if given is not None else self.test_defaults[name].value
+
     def _test_env(self, request: Request | None) -> dict[str, str | None]:
-        values: dict[str, object] = {}
-        for spec in TEST_SETTINGS:
-            given = None if request is None else request.settings.get(spec.name)
-            values[spec.name] = given if given is not None else self.test_defaults[spec.name].value
-        return settings_env(values, RUNTIME_VARS)
+        return settings_env(
+            {spec.name: self._in_effect(request, spec.name) for spec in TEST_SETTINGS}, RUNTIME_VARS
+        )
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -208,7 +211,7 @@ class NeuronSession:
                 if self.trace is not None:
                     self.trace.wait(item.nodeid, started, time.time(), k, str(exc))
             else:
-                test_cores.lease, test_cores.wait = lease, lease.wait_seconds
+                test_cores.lease = lease
                 env.update(self._lease_env(lease))
                 if self.trace is not None:
                     self.trace.lease(lease, item.nodeid)
@@ -265,7 +268,7 @@ class NeuronSession:
         request = self.request_for(item)
         if isinstance(request, str):
             pytest.fail(request, pytrace=False)
-        wants = request is not None or "neuron_cores" in getattr(item, "fixturenames", ())
+        wants = wants_cores(item)
         topo = self.plan.topology
         if topo is None:
             return  # NoCores handles this process
@@ -295,11 +298,11 @@ class NeuronSession:
                 item.user_properties.append(("neuron_worker", self.worker))
 
     def _check_timeouts(self, item: pytest.Item, request: Request | None) -> None:
-        given = request.settings.get("exec_timeout") if request is not None else None
-        # the marker's value is the one in effect, even 0 (not "or": 0 must not fall through)
-        exec_timeout = given if given is not None else self.test_defaults["exec_timeout"].value
+        exec_timeout = self._in_effect(request, "exec_timeout")
+        if not exec_timeout:
+            return  # no runtime timeout in effect: nothing to compare (and nothing to read per test)
         pytest_timeout = effective_pytest_timeout(item)
-        if exec_timeout and pytest_timeout and pytest_timeout <= float(str(exec_timeout)):
+        if pytest_timeout and pytest_timeout <= float(str(exec_timeout)):
             path, lineno, _ = item.reportinfo()
             warnings.warn_explicit(  # at the test, not at this line
                 NeuronWarning(
@@ -333,7 +336,7 @@ class NeuronSession:
         """The lease ``item`` runs with (its own in test scope, else the process's) and its wait."""
         test_cores = item.stash.get(LEASE_KEY, None)
         if test_cores is not None and test_cores.lease is not None:
-            return test_cores.lease, test_cores.wait
+            return test_cores.lease, test_cores.lease.wait_seconds
         lease = self.state.lease
         return lease, 0.0 if lease is None else lease.wait_seconds
 
@@ -356,7 +359,6 @@ class NeuronSession:
             "wait": None if lease is None else round(lease.wait_seconds, 3),
             "error": self.state.error,
             "pinned": self.pinned_message,
-            "time": time.time(),
         }
 
     # -- wiring called from plugin.py --------------------------------------------------------
@@ -442,9 +444,6 @@ class NoCores:
     nothing per test: tests that ask for cores get a skip marker at
     collection (so the report points at the test, not at this plugin).
     """
-
-    def __init__(self, session: NeuronSession) -> None:
-        self.session = session
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:

@@ -42,15 +42,15 @@ def _whole(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def parse_log_level(value: str, source: str) -> str:
-    level = value.strip().upper()
+def parse_log_level(value: object, source: str) -> str:
+    level = str(value).strip().upper()
     if level not in LOG_LEVELS:
         raise _bad(value, source, "one of " + ", ".join(LOG_LEVELS))
     return level
 
 
-def parse_log_location(value: str, source: str) -> str:
-    location = value.strip().lower()
+def parse_log_location(value: object, source: str) -> str:
+    location = str(value).strip().lower()
     if location not in LOG_LOCATIONS:
         raise _bad(value, source, "console or syslog")
     return location
@@ -77,8 +77,8 @@ def parse_bool(value: object, source: str) -> bool:
     raise _bad(value, source, "true or false")
 
 
-def parse_scope(value: str, source: str) -> str:
-    scope = value.strip().lower()
+def parse_scope(value: object, source: str) -> str:
+    scope = str(value).strip().lower()
     if scope not in SCOPES:
         raise _bad(value, source, "worker or test")
     return scope
@@ -108,15 +108,15 @@ def parse_seconds(value: object, source: str) -> float:
     return seconds
 
 
-def parse_order(value: str, source: str) -> str:
-    order = value.strip().lower()
+def parse_order(value: object, source: str) -> str:
+    order = str(value).strip().lower()
     if order not in ORDERS:
         raise _bad(value, source, "biggest-first or collected")
     return order
 
 
-def parse_path(value: str, source: str) -> str:
-    if not value.strip():
+def parse_path(value: object, source: str) -> str:
+    if not isinstance(value, str) or not value.strip():
         raise _bad(value, source, "a directory path")
     return value
 
@@ -130,7 +130,6 @@ class Spec(Generic[T]):
     default: T | None
     help: str
     env: str | None = None
-    marker: str | None = None
 
     @property
     def option(self) -> str:
@@ -215,7 +214,6 @@ LOG_LEVEL = Spec(
     None,
     "NEURON_RT_LOG_LEVEL for each test: " + ", ".join(LOG_LEVELS),
     env="NEURON_RT_LOG_LEVEL",
-    marker="log_level",
 )
 LOG_LOCATION = Spec(
     "log_location",
@@ -223,7 +221,6 @@ LOG_LOCATION = Spec(
     None,
     "NEURON_RT_LOG_LOCATION for each test: console or syslog",
     env="NEURON_RT_LOG_LOCATION",
-    marker="log_location",
 )
 EXEC_TIMEOUT = Spec(
     "exec_timeout",
@@ -231,7 +228,6 @@ EXEC_TIMEOUT = Spec(
     None,
     "NEURON_RT_EXEC_TIMEOUT for each test, whole seconds >= 0",
     env="NEURON_RT_EXEC_TIMEOUT",
-    marker="exec_timeout",
 )
 VALIDATE_HASH = Spec(
     "validate_hash",
@@ -239,7 +235,6 @@ VALIDATE_HASH = Spec(
     None,
     "NEURON_RT_VALIDATE_HASH for each test",
     env="NEURON_RT_VALIDATE_HASH",
-    marker="validate_hash",
 )
 
 RUN_SETTINGS: tuple[Spec[Any], ...] = (

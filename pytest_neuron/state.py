@@ -31,7 +31,6 @@ class TestCores:
     lease: Lease | None
     patch: EnvPatch | None
     error: str | None = None
-    wait: float = 0.0
 
 
 @dataclass

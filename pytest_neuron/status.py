@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import stat
 import time
 from dataclasses import asdict, dataclass, replace
@@ -389,4 +388,4 @@ def collect(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Re
             f"note: {proc_locks} is unreadable; states come from holder records alone "
             "(a core locked without a record shows as free)"
         )
-    return Report(lock_dir, source, _build(raw, table, socket.gethostname()), note)
+    return Report(lock_dir, source, _build(raw, table, os.uname().nodename), note)  # as Holder.is_local

@@ -2,8 +2,9 @@
 
 Every request that cannot be placed at once registers a *waiter*: a record
 ``waiters/<ticket>.json`` (tickets sort by arrival) and a doorbell FIFO
-``waiters/<ticket>.fifo``.  Whoever releases cores rings every doorbell, so a
-waiter retries at once instead of on its next poll.
+``waiters/<ticket>.fifo``.  Whoever releases cores rings the doorbells of the
+waiters the freed cores serve (:func:`served_first`), so they retry at once
+instead of on their next poll; a waiter that leaves rings them all.
 
 Order, decided by :func:`available_to` for each placement attempt: **biggest
 first**, and among equals oldest first.  Cores that free up go to the
@@ -53,7 +54,6 @@ class Waiter:
     reserved: Window  # the physical window it reserves once aged, else ()
     since: float
     what: str
-    aged: bool = False  # waited past fair_after: served in ticket order, not by size
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -140,7 +140,6 @@ class WaiterBoard:
                     reserved=tuple(raw["reserved"]),
                     since=float(raw["since"]),
                     what=str(raw["what"]),
-                    aged=bool(raw.get("aged", False)),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -159,7 +158,6 @@ class WaiterBoard:
             "reserved": list(waiter.reserved),
             "since": waiter.since,
             "what": waiter.what,
-            "aged": waiter.aged,
         }
         path = self.directory / f"{waiter.ticket}.json"
         tmp = self.directory / f".{waiter.ticket}.tmp"

@@ -66,3 +66,16 @@ def assert_outcomes(result: pytest.RunResult, *, crashed: bool = False, **counts
     wanted = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, **counts}
     got = {key: outcomes.get(key, 0) for key in wanted}
     assert got == wanted, text
+
+
+# A marked test, a test using the fixture, and a plain test: the three kinds a run treats apart.
+MARKED_FIXTURE_PLAIN = """
+import pytest
+
+@pytest.mark.neuron
+def test_marked(): pass
+
+def test_fixture(neuron_cores): pass
+
+def test_plain(): pass
+"""

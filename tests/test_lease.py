@@ -432,3 +432,22 @@ def test_lease_ids_are_unique(manager: LeaseManager) -> None:
         manager.release(lease)
     assert len(ids) == 20
     assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[1, 2]",
+        b'{"pid": "x"}',
+        b'{"pid": 1, "starttime": null, "host": "h", "user": "u", "command": 5, "since": 0, "lease_id": "a"}',
+        b'{"pid": 1, "starttime": null, "host": "h", "user": "u", '
+        b'"command": "c", "since": "x", "lease_id": "a"}',
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_no_record(tmp_path: Path, content: bytes) -> None:
+    # the lock directory is world-writable: a planted record must not crash readers
+    from pytest_neuron.holders import read_record
+
+    path = tmp_path / "core-0000.json"
+    path.write_bytes(content)
+    assert read_record(path) is None

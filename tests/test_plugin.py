@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import BASE_ARGS, assert_outcomes
+from conftest import BASE_ARGS, MARKED_FIXTURE_PLAIN, assert_outcomes
 
 import pytest_neuron
 from pytest_neuron.lease import LeaseManager
@@ -727,18 +727,7 @@ def busy_pool(lock_dir: Path) -> Iterator[None]:
 def test_a_process_without_cores_fails_every_test_after_one_wait(
     pytester: pytest.Pytester, lock_dir: Path
 ) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.neuron
-        def test_marked(): pass
-
-        def test_fixture(neuron_cores): pass
-
-        def test_plain(): pass
-        """
-    )
+    pytester.makepyfile(MARKED_FIXTURE_PLAIN)
     result = run(pytester, "--neuron-cores=0-3", "--neuron-wait-timeout=3", f"--neuron-lock-dir={lock_dir}")
     # unmarked tests too: a runtime started there would see no NEURON_RT_VISIBLE_CORES
     assert_outcomes(result, errors=3)

@@ -236,7 +236,7 @@ def test_marker_accepts(
     args: tuple[Any, ...], kwargs: dict[str, Any], cores: int, settings: dict[str, object]
 ) -> None:
     request = parse_marker(args, kwargs, nodeid=NODE, pool_size=32)
-    assert request == Request(cores=cores, settings=settings, source=WHERE.rstrip(": "))
+    assert request == Request(cores=cores, settings=settings)
 
 
 def test_marker_without_a_pool_takes_any_count() -> None:
@@ -259,6 +259,9 @@ def test_marker_without_a_pool_takes_any_count() -> None:
         ((), {"exec_timeout": 1.5}, "invalid value 1.5 from " + WHERE[:-2] + " (exec_timeout=)"),
         ((), {"validate_hash": "maybe"}, "expected true or false"),
         ((), {"log_location": "file"}, "expected console or syslog"),
+        # marker values need not be strings: a number is one clear error, not an AttributeError
+        ((), {"log_level": 5}, "invalid value 5 from " + WHERE[:-2] + " (log_level=)"),
+        ((), {"log_location": 1}, "invalid value 1 from " + WHERE[:-2] + " (log_location=)"),
         ((2,), {"cores": 2}, "cores given both positionally and as a keyword"),
         ((1, 2), {}, "takes at most one positional argument (cores), got 2"),
     ],

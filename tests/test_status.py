@@ -246,7 +246,8 @@ def test_waiters_in_ticket_order(
 ) -> None:
     hold(children, root)
     waiters: list[Child] = []
-    for k, test in ((8, "tests/test_x.py::test_big"), (7, "tests/test_x.py::test_bigger")):
+    # the smaller one first: ticket order is then not the biggest-first order waiters are served in
+    for k, test in ((7, "tests/test_x.py::test_small"), (8, "tests/test_x.py::test_big")):
         waiter = lease_child(children, root, k, timeout=60, worker="gw1", test=test)
         deadline = time.monotonic() + 30
         while len(list((root / "waiters").glob("*.json"))) < len(waiters) + 1:
@@ -259,13 +260,13 @@ def test_waiters_in_ticket_order(
     at = lines.index("waiters, oldest ticket first:")
     assert re.split(r"\s{2,}", lines[at + 1].strip()) == ["PID", "WANTS", "RESERVED", "WAITING", "WHAT"]
     first, second = (re.split(r"\s{2,}", line.strip()) for line in lines[at + 2 : at + 4])
-    assert (first[0], first[1], first[4]) == (str(waiters[0].pid), "8", "tests/test_x.py::test_big")
-    assert (second[0], second[1], second[4]) == (str(waiters[1].pid), "7", "tests/test_x.py::test_bigger")
+    assert (first[0], first[1], first[4]) == (str(waiters[0].pid), "7", "tests/test_x.py::test_small")
+    assert (second[0], second[1], second[4]) == (str(waiters[1].pid), "8", "tests/test_x.py::test_big")
     _, out, _ = status(capsys, "--lock-dir", str(root), "--json")
     doc = json.loads(out)["waiters"]
     assert [(w["pid"], w["k"], w["alive"]) for w in doc] == [
-        (waiters[0].pid, 8, True),
-        (waiters[1].pid, 7, True),
+        (waiters[0].pid, 7, True),
+        (waiters[1].pid, 8, True),
     ]
     assert doc[0]["ticket"] < doc[1]["ticket"]
     for waiter in reversed(waiters):  # the newest first, or it would clear the older one's file

@@ -19,7 +19,7 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import BASE_ARGS, assert_outcomes
+from conftest import BASE_ARGS, MARKED_FIXTURE_PLAIN, assert_outcomes
 from e2e_helpers import contiguous, cores_of, read_records
 
 from pytest_neuron.lease import LeaseManager
@@ -178,18 +178,7 @@ def test_a_crashed_worker_is_replaced_and_its_replacement_gets_a_slice(
 def test_a_worker_without_a_slice_fails_its_tests_without_crashing(
     pytester: pytest.Pytester, lock_dir: Path
 ) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.neuron
-        def test_marked(): pass
-
-        def test_fixture(neuron_cores): pass
-
-        def test_plain(): pass
-        """
-    )
+    pytester.makepyfile(MARKED_FIXTURE_PLAIN)
     pool = identity_topology(frozenset(range(4)), "--neuron-cores")
     manager = LeaseManager(lock_dir, pool)
     lease = manager.acquire(4, timeout=5, worker="the-test-that-holds-everything")
