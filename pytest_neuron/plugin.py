@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .bootstrap import SESSION_KEY, start
-from .marker import MARKER_DOC
-from .options import add_options
+from .core.marker import MARKER_DOC
+from .plugins.bootstrap import SESSION_KEY, start
+from .plugins.options import add_options
 
 if TYPE_CHECKING:
-    from .state import NeuronCores
+    from .plugins.state import NeuronCores
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
@@ -23,7 +23,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if early_config.pluginmanager.hasplugin("xdist") and not early_config.pluginmanager.has_plugin(
         "neuron-xdist"
     ):
-        from .xdist_hooks import XdistHooks
+        from .plugins.xdist import XdistHooks
 
         early_config.pluginmanager.register(XdistHooks(), "neuron-xdist")
     start(early_config, early=True)

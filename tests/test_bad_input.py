@@ -22,8 +22,8 @@ from e2e_helpers import POOL_ARG, Procs, pytest_command, text_of
 from lease_helpers import other_user, shared_tmpdir
 from topology_fixtures import fake_root
 
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,9 +16,9 @@ import pytest
 from conftest import BASE_ARGS, MARKED_FIXTURE_PLAIN, assert_outcomes
 
 import pytest_neuron
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.settings import RUN_SETTINGS, TEST_SETTINGS
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.settings import RUN_SETTINGS, TEST_SETTINGS
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -456,7 +456,7 @@ def test_early_cmdline_guard(pytester: pytest.Pytester, lock_dir: Path, tmp_path
         neuron_guard=f"""
         import json
         import pytest
-        from pytest_neuron.bootstrap import early_cmdline
+        from pytest_neuron.plugins.bootstrap import early_cmdline
 
         @pytest.hookimpl(tryfirst=True)
         def pytest_load_initial_conftests(early_config):

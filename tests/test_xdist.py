@@ -22,9 +22,9 @@ import pytest
 from conftest import BASE_ARGS, MARKED_FIXTURE_PLAIN, assert_outcomes
 from e2e_helpers import contiguous, cores_of, read_records
 
-from pytest_neuron.lease import LeaseManager
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 from pytest_neuron.testing import check_log, summarize_log
-from pytest_neuron.topology import identity_topology
 
 if TYPE_CHECKING:
     from pathlib import Path

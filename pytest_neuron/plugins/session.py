@@ -24,21 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .coreset import format_coreset
-from .envpatch import EnvPatch
-from .handoff import handoff_value
-from .marker import MarkerError, Request, parse_marker
-from .procinfo import open_devices
-from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
-from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from ..core.coreset import format_coreset
+from ..core.marker import MarkerError, Request, parse_marker
+from ..core.runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
+from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from ..host.envpatch import EnvPatch
+from ..host.procinfo import open_devices
+from ..locks.handoff import handoff_value
 from .state import NeuronCores, NeuronWarning, ProcessState, TestCores
 from .timeout import effective_pytest_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    from .lease import Lease, LeaseManager
-    from .plan import RunPlan
+    from ..core.plan import RunPlan
+    from ..locks.lease import Lease, LeaseManager
 
 DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
 NO_CORES = (
@@ -60,7 +60,7 @@ class NeuronSession:
         self.state = ProcessState()
         self.manager: LeaseManager | None = None
         if plan.topology is not None:
-            from .lease import LeaseManager
+            from ..locks.lease import LeaseManager
 
             self.manager = LeaseManager(
                 plan.lock_root, plan.topology, source=plan.lock_source, command=plan.command
@@ -72,7 +72,7 @@ class NeuronSession:
         self.records: list[tuple[str, str, float, str | None]] = []  # nodeid, cores, wait, worker
         self.trace: Any = None
         if role == "worker" and plan.topology is not None:
-            from .watchdog import watch_parent
+            from ..host.watchdog import watch_parent
 
             watch_parent()
 
@@ -84,7 +84,7 @@ class NeuronSession:
             return
         if self.state.error is not None:
             return  # one attempt per process: pytest_configure must not wait the whole bound again
-        from .lease import LeaseError, LeaseTimeout, LockDirError
+        from ..locks.lease import LeaseError, LeaseTimeout, LockDirError
 
         size = plan.slice_size or plan.value("cores_per_worker") or topo.size
         started = time.time()
@@ -198,7 +198,7 @@ class NeuronSession:
         item.stash[LEASE_KEY] = test_cores
         env = self._test_env(parsed)
         if self.plan.scope == "test" and self.manager is not None and not isinstance(request, str):
-            from .lease import LeaseError, LeaseTimeout, LockDirError
+            from ..locks.lease import LeaseError, LeaseTimeout, LockDirError
 
             k = parsed.cores if parsed is not None else 1
             started = time.time()
@@ -371,7 +371,7 @@ class NeuronSession:
         if self.role == "controller":
             self._check_workers()
             if self.plan.scope == "test" and self.plan.topology is not None:
-                from .xdist_hooks import hand_out_one_at_a_time
+                from .xdist import hand_out_one_at_a_time
 
                 hand_out_one_at_a_time(self.config)
         if self.plan.value("trace") and self.plan.topology is not None:
@@ -409,19 +409,19 @@ class NeuronSession:
             )
 
     def header(self) -> list[str]:
-        from .report import header_lines
+        from ..core.report import header_lines
 
         return header_lines(self.plan, self.role, self.config.get_verbosity() > 0)
 
     def finish(self) -> None:
-        from .xdist_hooks import worker_output
+        from .xdist import worker_output
 
         output = worker_output(self.config)
         if output is not None:
             output["neuron"] = self.process_summary()
 
     def summary(self) -> list[str]:
-        from .report import summary_lines
+        from ..core.report import summary_lines
 
         if self.role == "worker" or self.plan.topology is None:
             return []

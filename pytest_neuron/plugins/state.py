@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .envpatch import EnvPatch
-    from .lease import Lease
+    from ..host.envpatch import EnvPatch
+    from ..locks.lease import Lease
 
 
 class NeuronWarning(pytest.PytestWarning):

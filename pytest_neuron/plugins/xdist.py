@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .plan import PLAN_ENV, plan_to_json
+from ..core.plan import PLAN_ENV, plan_to_json
 
 
 def _cpu_count() -> int:

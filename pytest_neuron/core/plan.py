@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .handoff import Handoff, inherited_handoff
+from ..locks.handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Topology, TopologyError, detect_host, resolve_topology

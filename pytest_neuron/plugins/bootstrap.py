@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .lockdir import LockDirError, prepare_domain
-from .plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
+from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
+from ..locks.lockdir import LockDirError, prepare_domain
 from .session import NeuronSession, NoCores, NoCoresRequired
 
 if TYPE_CHECKING:
