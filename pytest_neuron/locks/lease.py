@@ -122,6 +122,10 @@ class LeaseManager:
             path = self._records[phys] = self.root / "holders" / f"core-{phys:04d}.json"
         return path
 
+    def prepare(self) -> None:
+        """Check and create the lock domain (once per manager); raises LockDirError."""
+        self._prepare()
+
     def _prepare(self) -> None:
         if not self._prepared:
             prepare_domain(self.root, self.source)
