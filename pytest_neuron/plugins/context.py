@@ -257,16 +257,18 @@ class NeuronContext:
         return settings_env({s.name: self.in_effect(need, s.name) for s in TEST_SETTINGS}, RUNTIME_VARS)
 
     # -- overrides ---------------------------------------------------------------------------
-    def check_overrides(self) -> list[str]:
-        """New changes to the variables that decide which cores a runtime takes, as warning texts.
+    def check_overrides(self) -> list[tuple[str, str]]:
+        """New changes to the variables that decide which cores a runtime takes: (variable, warning text).
 
         The plugin's value of each watched variable is what it exported, or
         what the environment held when pytest started.  Each variable is
         reported once per process.
         """
-        if self.plan.topology is None or (self.state.lease is None and self.plan.scope == "worker"):
+        if self.role == "controller" or self.plan.topology is None:
+            return []  # a controller runs no test: its workers get their variables from it
+        if self.state.lease is None and self.plan.scope == "worker":
             return []
-        found = []
+        found: list[tuple[str, str]] = []
         for var in WATCHED:
             if var in self.overrides:
                 continue
@@ -274,7 +276,7 @@ class NeuronContext:
             actual = os.environ.get(var)
             if actual != expected:
                 self.overrides[var] = (expected, actual)
-                found.append(override_text(var, expected, actual, self.worker))
+                found.append((var, override_text(var, expected, actual, self.worker)))
         return found
 
     def visible_in_effect(self, lease: Lease) -> tuple[tuple[int, ...], str]:
@@ -319,13 +321,18 @@ class LeaseWaitFailed(Exception):
         self.k = k
 
 
+OVERRIDE_REMEDY = (
+    "by a conftest, fixture or test). A runtime started after the change uses the new value, which this "
+    "run's lease does not cover, so it may collide with other runs; remove the assignment and read the "
+    "cores from the neuron_cores fixture or the environment pytest-neuron sets"
+)
+
+
 def override_text(var: str, expected: str | None, actual: str | None, worker: str | None) -> str:
     where = f" in {worker}" if worker else ""
     shown = "unset" if actual is None else repr(actual)
     plugin = "unset" if expected is None else repr(expected)
     return (
-        f"{var} was changed{where} after pytest-neuron set it: pytest-neuron's value {plugin}, now {shown} "
-        "(by a conftest, fixture or test). A runtime started now uses the new value, which this run's lease "
-        f"does not cover, so it may collide with other runs; remove the assignment and read the cores from "
-        "the neuron_cores fixture or the environment pytest-neuron sets"
+        f"{var} was changed{where} after pytest-neuron set it (it set {plugin}, now {shown}; "
+        + OVERRIDE_REMEDY
     )

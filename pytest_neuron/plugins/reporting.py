@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.report import header_lines, summary_lines
@@ -65,27 +69,51 @@ def report_overrides(context: NeuronContext) -> None:
         from .worker_scope import NoSlice
 
         message = (
-            f"{texts[0]}; failing because of --neuron-require ({context.plan.settings['require'].source})"
+            f"{texts[0][1]}; failing because of --neuron-require ({context.plan.settings['require'].source})"
         )
         if not context.config.pluginmanager.has_plugin("neuron-override-error"):
             context.config.pluginmanager.register(NoSlice(message), "neuron-override-error")
         if context.role == "worker":
             return
-    for text in texts:
-        context.config.issue_config_time_warning(NeuronWarning(text), stacklevel=2)
+    for var, text in texts:
+        emit_warning(context.config, text, var)
 
 
-def overrides_warning(per_worker: Mapping[str, Mapping[str, list[str | None]]]) -> list[str]:
-    """One text per variable, naming every worker's value (the controller's one warning)."""
+def _conftest_naming(config: pytest.Config, var: str) -> str | None:
+    """The one loaded conftest.py whose text names ``var``: where the change most likely came from."""
+    found = []
+    for plugin in config.pluginmanager.get_plugins():
+        path = getattr(plugin, "__file__", None)
+        if path and os.path.basename(path) == "conftest.py":
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if var in Path(path).read_text(encoding="utf-8"):
+                    found.append(path)
+    return found[0] if len(found) == 1 else None
+
+
+def emit_warning(config: pytest.Config, text: str, var: str) -> None:
+    """A run-wide NeuronWarning in the warnings summary, located at the conftest that names ``var``.
+
+    Recorded through ``pytest_warning_recorded``, as pytest's own capture does, so that it
+    points at the user's file, not at this plugin.
+    """
+    filename = _conftest_naming(config, var) or str(config.rootpath)
+    warning = NeuronWarning(text)
+    message = warnings.WarningMessage(warning, NeuronWarning, filename, 0)
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={"warning_message": message, "when": "config", "nodeid": "", "location": None}
+    )
+
+
+def overrides_warning(per_worker: Mapping[str, Mapping[str, list[str | None]]]) -> list[tuple[str, str]]:
+    """One (variable, text) per variable, naming every worker's value (the controller's one warning)."""
+    from .context import OVERRIDE_REMEDY
+
     by_var: dict[str, list[str]] = {}
     for worker, changes in sorted(per_worker.items()):
         for var, (expected, actual) in changes.items():
             by_var.setdefault(var, []).append(f"{worker} {expected or 'unset'} -> {actual or 'unset'}")
     return [
-        f"{var} was changed after pytest-neuron set it ({', '.join(values)}; by a conftest, fixture or test)."
-        " "
-        "A runtime started after the change uses the new value, which this run's lease does not cover, so it "
-        "may collide with other runs; remove the assignment and read the cores from the neuron_cores fixture "
-        "or the environment pytest-neuron sets"
+        (var, f"{var} was changed after pytest-neuron set it ({', '.join(values)}; {OVERRIDE_REMEDY}")
         for var, values in by_var.items()
     ]

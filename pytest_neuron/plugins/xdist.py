@@ -119,12 +119,11 @@ class XdistHooks:
             self.worker_summaries[summary["worker"]] = summary
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from .reporting import overrides_warning
-        from .state import NeuronWarning
+        from .reporting import emit_warning, overrides_warning
 
         changes = {w: s["overrides"] for w, s in self.worker_summaries.items() if s.get("overrides")}
-        for text in overrides_warning(changes):
-            session.config.issue_config_time_warning(NeuronWarning(text), stacklevel=2)
+        for var, text in overrides_warning(changes):
+            emit_warning(session.config, text, var)
 
 
 def _starttime() -> int | None:
