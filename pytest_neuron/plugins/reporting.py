@@ -79,15 +79,18 @@ def report_overrides(context: NeuronContext) -> None:
         emit_warning(context.config, text, var)
 
 
-def _conftest_naming(config: pytest.Config, var: str) -> str | None:
-    """The one loaded conftest.py whose text names ``var``: where the change most likely came from."""
-    found = []
+def _conftest_naming(config: pytest.Config, var: str) -> tuple[str, int] | None:
+    """The one loaded conftest.py whose text names ``var``, and the line: where the change most
+    likely came from (None when no conftest, or several, name it)."""
+    found: list[tuple[str, int]] = []
     for plugin in config.pluginmanager.get_plugins():
         path = getattr(plugin, "__file__", None)
         if path and os.path.basename(path) == "conftest.py":
             with contextlib.suppress(OSError, UnicodeDecodeError):
-                if var in Path(path).read_text(encoding="utf-8"):
-                    found.append(path)
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+                hits = [n for n, line in enumerate(lines, 1) if var in line]
+                if hits:
+                    found.append((path, hits[0]))
     return found[0] if len(found) == 1 else None
 
 
@@ -97,9 +100,9 @@ def emit_warning(config: pytest.Config, text: str, var: str) -> None:
     Recorded through ``pytest_warning_recorded``, as pytest's own capture does, so that it
     points at the user's file, not at this plugin.
     """
-    filename = _conftest_naming(config, var) or str(config.rootpath)
+    filename, lineno = _conftest_naming(config, var) or (str(config.rootpath), 0)
     warning = NeuronWarning(text)
-    message = warnings.WarningMessage(warning, NeuronWarning, filename, 0)
+    message = warnings.WarningMessage(warning, NeuronWarning, filename, lineno)
     config.hook.pytest_warning_recorded.call_historic(
         kwargs={"warning_message": message, "when": "config", "nodeid": "", "location": None}
     )

@@ -91,7 +91,7 @@ class XdistHooks:
         plural = ("s" if workers != 1 else "", "s" if size != 1 else "")
         who = f"this run ({workers} worker{plural[0]} x {size} core{plural[1]})"
         try:
-            lease = context.acquire(size * workers, who=who, worker="controller", test=None)
+            lease = context.acquire(size * workers, who=who, worker=f"run of {workers} workers", test=None)
         except LeaseWaitFailed as exc:
             # before any worker starts: pytest prints it once, as "ERROR: ...", and exits with status 4
             raise pytest.UsageError(str(exc)) from None
