@@ -734,8 +734,8 @@ def test_a_run_without_cores_ends_once_after_one_wait(pytester: pytest.Pytester,
     gave_up = "ERROR: pytest-neuron: this run gave up after *s waiting for 4 cores of pool 0-3"
     result.stderr.fnmatch_lines([f"{gave_up} *pid {os.getpid()} *busy-pool-fixture*"])
     assert sum("gave up after" in line for line in result.outlines + result.errlines) == 1
-    # one wait of 3 s (at pytest_load_initial_conftests), not a second one at pytest_configure
-    assert result.duration < 5.9, result.duration
+    # one wait (at pytest_load_initial_conftests), not a second one at pytest_configure
+    assert sum(" waits for 4 cores " in line for line in result.outlines + result.errlines) <= 1
 
 
 @pytest.mark.usefixtures("busy_pool")

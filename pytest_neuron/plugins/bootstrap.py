@@ -140,7 +140,10 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
 
         watch_parent()
     if role != "controller" and plan.scope == "worker" and runs_tests(_option(config, early)):
-        context.lease_process_slice()
+        if context.lazy:
+            pass  # nested in a lease: the first test that asks for cores leases (plugins/marked.py)
+        else:
+            context.lease_process_slice()
     if role != "controller" and plan.scope == "test":
         from .test_scope import TestLeases
 
@@ -184,6 +187,11 @@ def configure(config: pytest.Config) -> NeuronContext:
             pm.register(failed(context.state.error), "neuron-no-slice")
         elif context.state.lease is not None:
             context.export(context.default_env())
+        elif context.lazy:
+            from .marked import MarkedTests
+
+            # registered up front: a nested run's first test that asks for cores leases the slice
+            pm.register(MarkedTests(context), "neuron-marked")
     if plan.value("trace"):
         from .tracing import TracePlugin
 
@@ -203,8 +211,8 @@ def _check_workers(context: NeuronContext) -> None:
     if not workers or topo is None:
         return
     plan = context.plan = plan.with_workers(workers)
-    if plan.scope != "worker" or plan.slice_size is None:
-        return
+    if plan.scope != "worker" or plan.slice_size is None or context.lazy:
+        return  # a nested run leases lazily: only a test that asks for cores needs a slice
     size = plan.slice_size
     fit = plan.slices_that_fit(size)
     if workers > fit:

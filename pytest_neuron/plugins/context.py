@@ -121,6 +121,11 @@ class NeuronContext:
         self.exported: dict[str, str | None] = {}
         self.overrides: dict[str, tuple[str | None, str | None]] = {}
         self.gave_up: str | None = None  # test scope: the first wait that timed out in this process
+        # A run nested in a lease (a pytester run, a pytest started by a test) leases only when a
+        # test asks for cores: its parent's cores are its process tree's already, a config that
+        # runs no test must not take them from a sibling, and more workers than cores is fine.
+        # (A worker of a run's reservation is not nested: the controller assigned its slice.)
+        self.lazy = plan.handoff is not None and plan.run_pool is None and plan.scope == "worker"
 
     @property
     def plan(self) -> RunPlan:

@@ -94,6 +94,14 @@ class MarkedTests:
             pytest.fail(need.error, pytrace=False)
         if not self.worker_scope:
             return  # test scope: checked and recorded with the lease (plugins/test_scope.py)
+        ctx = self.context
+        if ctx.lazy and ctx.state.lease is None:
+            if ctx.state.error is None:
+                ctx.lease_process_slice()
+                if ctx.state.lease is not None:
+                    ctx.export(ctx.default_env())
+            if ctx.state.error is not None:
+                pytest.fail(ctx.state.error, pytrace=False)
         have = self.context.state.lease
         if have is not None and need.cores > len(have.cores):
             pytest.fail(

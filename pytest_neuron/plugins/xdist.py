@@ -72,7 +72,8 @@ class XdistHooks:
             return
         from .bootstrap import runs_tests
 
-        if context.plan.scope == "worker" and runs_tests(lambda dest: config.getoption(dest, None)):
+        wants_run = context.plan.scope == "worker" and not context.lazy
+        if wants_run and runs_tests(lambda dest: config.getoption(dest, None)):
             self._reserve_run(context, specs)
             return
         encoded = plan_to_json(context.plan)
