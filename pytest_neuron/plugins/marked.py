@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..host.envpatch import EnvPatch
-from .collection import need_of
 from .keys import TEST_LEASE_KEY
+from .needs import need_of
 from .state import NeuronWarning
 from .timeout import effective_pytest_timeout
 

@@ -19,10 +19,10 @@ import pytest
 
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
-from .collection import need_of
 from .context import LeaseWaitFailed
 from .keys import TEST_LEASE_KEY
 from .marked import add_properties, check_timeouts
+from .needs import need_of
 from .state import NeuronWarning, TestCores
 
 if TYPE_CHECKING:
