@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .keys import NEED_KEY
-from .needs import classify_item
+from .needs import MarkedNodes, classify_item
 
 if TYPE_CHECKING:
     from .context import NeuronContext
@@ -24,8 +24,9 @@ class Collection:
         ctx = self.context
         pool_size = ctx.plan.pool_size
         marked = False
+        nodes = MarkedNodes()
         for item in items:
-            need = item.stash[NEED_KEY] = classify_item(item, pool_size)
+            need = item.stash[NEED_KEY] = classify_item(item, pool_size, nodes)
             marked = marked or need.wants
         if ctx.plan.scope == "test" and ctx.plan.value("order") == "biggest-first":
             # Big requests first, while the pool is empty: a 32-core test started late waits for
