@@ -110,6 +110,7 @@ class NeuronSession:
                 lease.domain,
                 lease.cores,
                 plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
+                lease_id=lease.lease_id,  # lets a taker find this lease's processes (lease.py)
             ),
         )
 

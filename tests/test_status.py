@@ -17,6 +17,7 @@ import pytest
 import pytest_neuron
 from pytest_neuron.__main__ import main
 from pytest_neuron.holders import Holder, current_user
+from pytest_neuron.lockdir import find_lock, parse_proc_locks
 from pytest_neuron.status import (
     FREE,
     HELD,
@@ -25,9 +26,7 @@ from pytest_neuron.status import (
     Report,
     classify,
     collect,
-    find_lock,
     format_age,
-    parse_proc_locks,
     render_text,
     resolve_lock_dir,
     to_json,
