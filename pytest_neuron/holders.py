@@ -270,6 +270,10 @@ class HolderRecords:
         self._seen = fresh
         return found
 
+    def exists(self, lease_id: str) -> bool:
+        """Whether the record of ``lease_id`` is still there (read again, not from the cache)."""
+        return read_record(self.path(lease_id)) is not None
+
     def write(self, holder: Holder) -> None:
         path = self.path(holder.lease_id)
         try:

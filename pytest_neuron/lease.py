@@ -235,8 +235,14 @@ class LeaseManager:
                 allowed.discard(refused)
                 continue
             window_set = set(physical)
+            # our snapshot is from before the locks: a holder may have released since (it removes
+            # its record before it unlocks), so only a record still there is a previous holder's
             previous = [
-                h for h in records.values() if h.lease_id != lease_id and window_set.intersection(h.physical)
+                h
+                for h in records.values()
+                if h.lease_id != lease_id
+                and window_set.intersection(h.physical)
+                and self._records.exists(h.lease_id)
             ]
             survivors = self._survivors_of(previous)
             if survivors:

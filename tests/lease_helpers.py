@@ -401,6 +401,52 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SLEEPER = "import sys, time; print('started', flush=True); time.sleep(float(sys.argv[1]))"
+
+
+def cmd_spawn(args: argparse.Namespace) -> int:
+    """Lease ``k`` cores and start a subprocess under the lease, as a test does; then hold or release.
+
+    The subprocess gets the lease's environment the way the plugin exports it
+    (``PYTEST_NEURON_LEASE`` with the lease id).  ``--orphan``: it is started
+    through a shell that exits at once, so it is re-parented.  ``--then``:
+    ``hold`` (until killed), ``release`` (release, report, stay alive) or ``exit``
+    (release and exit, leaving the subprocess behind).
+    """
+    from pytest_neuron.handoff import HANDOFF_ENV, handoff_value
+
+    manager = _manager(args)
+    lease = manager.acquire(args.k, timeout=args.timeout, test="spawner")
+    env = {**os.environ, HANDOFF_ENV: handoff_value(manager.root, lease.cores, lease_id=lease.lease_id)}
+    env["NEURON_RT_VISIBLE_CORES"] = lease.visible_cores
+    sleeper = [sys.executable, "-c", SLEEPER, str(args.seconds)]
+    if args.orphan:
+        import shlex
+
+        quoted = " ".join(shlex.quote(a) for a in sleeper)
+        shell = subprocess.run(
+            ["sh", "-c", f"{quoted} > /dev/null 2>&1 & echo $!"], env=env, capture_output=True, text=True, check=True
+        )
+        child = int(shell.stdout.strip())
+    else:
+        popen = subprocess.Popen(sleeper, env=env, stdout=subprocess.PIPE, text=True)
+        assert popen.stdout is not None
+        popen.stdout.readline()  # it runs (and will write nothing more to the pipe)
+        child = popen.pid
+    _emit({"pid": os.getpid(), "child": child, "lease_id": lease.lease_id, "physical": list(lease.physical)})
+    if args.then == "hold":
+        time.sleep(args.hold)
+        return EXIT_OK
+    manager.release(lease)
+    _emit({"released": True, "lingering": list(lease.lingering)})
+    if args.then == "exit":
+        return EXIT_OK
+    for line in sys.stdin:  # each line: try to settle, report what still lingers
+        del line
+        _emit({"lingering": [list(x.lingering) for x in manager.lingering()]})
+    return EXIT_OK
+
+
 def cmd_cycle(args: argparse.Namespace) -> int:
     """``--rounds`` times: wait for a line on stdin, lease, say so, hold ``--hold`` s, release, say when."""
     manager = _manager(args)
@@ -474,7 +520,7 @@ def cmd_nested(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lease_helpers.py")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("loop", "hold", "cycle", "try", "nested"):
+    for name in ("loop", "hold", "cycle", "try", "nested", "spawn"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--root", default="")
         cmd.add_argument("--pool", default="0")
@@ -495,6 +541,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     loop.add_argument("--seed", type=int, default=None)
     loop.add_argument("--max-seconds", type=float, default=120.0)
     sub.choices["hold"].add_argument("--hold", type=float, default=120.0)
+    spawn = sub.choices["spawn"]
+    spawn.add_argument("--hold", type=float, default=120.0)
+    spawn.add_argument("--seconds", type=float, default=120.0, help="how long the subprocess lives")
+    spawn.add_argument("--orphan", action="store_true")
+    spawn.add_argument("--then", choices=["hold", "release", "exit"], default="hold")
     sub.choices["cycle"].add_argument("--hold", type=float, default=0.3)
     sub.choices["cycle"].add_argument("--rounds", type=int, default=4)
     return parser.parse_args(argv)
@@ -504,7 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM from the parent's cleanup ends the child quietly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    commands = {"loop": cmd_loop, "hold": cmd_hold, "cycle": cmd_cycle, "try": cmd_try, "nested": cmd_nested}
+    commands = {
+        "loop": cmd_loop,
+        "hold": cmd_hold,
+        "cycle": cmd_cycle,
+        "try": cmd_try,
+        "nested": cmd_nested,
+        "spawn": cmd_spawn,
+    }
     return commands[args.command](args)
 
 
