@@ -369,6 +369,10 @@ class NeuronSession:
             self.resolve_test_defaults()
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
+        if self.plan.topology is not None:  # issue 15: SIGTERM/SIGINT end the tests' process trees first
+            from .reaper import end_trees_on_signal
+
+            end_trees_on_signal()
         if self.role == "controller":
             self._check_workers()
             if self.plan.scope == "test" and self.plan.topology is not None:

@@ -425,7 +425,11 @@ def cmd_spawn(args: argparse.Namespace) -> int:
 
         quoted = " ".join(shlex.quote(a) for a in sleeper)
         shell = subprocess.run(
-            ["sh", "-c", f"{quoted} > /dev/null 2>&1 & echo $!"], env=env, capture_output=True, text=True, check=True
+            ["sh", "-c", f"{quoted} > /dev/null 2>&1 & echo $!"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         child = int(shell.stdout.strip())
     else:

@@ -8,6 +8,7 @@ releases, or exits, while the subprocess lives on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,10 +43,8 @@ def stray() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def manager(root: Path, cores: str = "0-3") -> LeaseManager:

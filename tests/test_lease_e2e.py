@@ -1,0 +1,144 @@
+"""Real pytest runs whose tests leave subprocesses on their cores when the run dies (issue 15 §1).
+
+Each scenario's first run is killed (SIGKILL of a worker or of pytest itself, SIGTERM as CI sends on
+cancel, pytest-timeout's thread method, a ``--forked`` child outliving its worker) while a test's
+subprocess holds cores in the fake runtime.  A second run then asks for the whole pool and starts the
+fake runtime on it: it must never get "NeuronCore(s) not available", because the cores are handed on
+only once no process that inherited the first lease is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import pytest
+from conftest import assert_outcomes
+from e2e_helpers import (
+    POOL,
+    Procs,
+    Scenario,
+    assert_no_runtime_conflict,
+    assert_runtime_log_clean,
+    fake_env,
+    gone,
+    text_of,
+    wait_for,
+)
+
+from pytest_neuron.procinfo import proc_state
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = [pytest.mark.usefixtures("neuron_env"), pytest.mark.slow]
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    started = Procs()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture
+def scenario(
+    neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock_dir: Path, procs: Procs
+) -> Scenario:
+    fake = tmp_path / "fake-host"
+    for name, value in fake_env(fake).items():
+        monkeypatch.setenv(name, value)
+    return Scenario(tmp_path, lock_dir, fake, procs)
+
+
+#: A test that starts the fake runtime in a subprocess on its cores (for ``SECONDS``) and then hangs.
+LEAVES_A_SUBPROCESS = """
+import os, subprocess, sys, time
+import pytest
+from e2e_inner import write_json
+
+@pytest.mark.neuron(4)
+{extra}
+def test_leaves_a_runtime_behind(neuron_cores):
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest_neuron.testing", "run", "--seconds", "{seconds}", "--cores-env-only"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = child.stdout.readline()
+    assert "holds cores " + neuron_cores.visible_cores + " " in line, line
+    write_json("running.json", {{"test": os.getpid(), "child": child.pid}})
+    time.sleep({hang})
+"""
+
+WHOLE_POOL = f"""
+from e2e_inner import runtime_in_subprocess
+
+def test_whole_pool(neuron_cores):
+    assert neuron_cores.visible_cores == {POOL!r}
+    runtime_in_subprocess(neuron_cores.env, seconds=0)
+"""
+
+
+def next_run_gets_the_pool(scenario: Scenario, child: int) -> None:
+    following = scenario.checkout("next", {"test_next.py": WHOLE_POOL})
+    nxt = scenario.run(following, "--neuron-wait-timeout=40")
+    assert_no_runtime_conflict(nxt)
+    assert_outcomes(nxt, passed=1)
+    assert gone(child)
+    assert_runtime_log_clean(scenario.fake)
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [
+        ("sigkill-worker", ("-n", "1", "--neuron-scope=test")),
+        ("sigkill-single", ("--neuron-scope=test",)),
+        ("forked-child-outlives-its-worker", ("-n", "1", "--neuron-scope=test", "--forked")),
+    ],
+)
+def test_a_killed_holders_subprocess_keeps_its_cores(
+    scenario: Scenario, how: str, args: tuple[str, ...]
+) -> None:
+    hang = 4 if how.startswith("forked") else 60
+    files = {"test_leave.py": LEAVES_A_SUBPROCESS.format(extra="", seconds=6, hang=hang)}
+    first = scenario.start(scenario.checkout("suite", files), *args)
+    running = scenario.flags / "running.json"
+    wait_for(running.exists, 45, "the test to start its runtime subprocess")
+    pids = json.loads(running.read_text())
+    victim = pids["test"]
+    if how.startswith("forked"):  # the test runs in pytest-forked's child: kill its worker
+        victim = proc_state(victim).ppid
+        assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    first.communicate(timeout=60)  # the controller reports the crashed worker and ends
+    assert first.returncode != 0
+    assert not gone(pids["child"])
+    next_run_gets_the_pool(scenario, pids["child"])
+
+
+def test_sigterm_ends_the_tests_subprocesses(scenario: Scenario) -> None:
+    suite = scenario.checkout(
+        "suite", {"test_leave.py": LEAVES_A_SUBPROCESS.format(extra="", seconds=60, hang=60)}
+    )
+    first = scenario.start(suite, "--neuron-scope=test")
+    running = scenario.flags / "running.json"
+    wait_for(running.exists, 45, "the test to start its runtime subprocess")
+    pids = json.loads(running.read_text())
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == -signal.SIGTERM
+    wait_for(lambda: gone(pids["child"]), 10, "the test's subprocess to be ended")
+    next_run_gets_the_pool(scenario, pids["child"])
+
+
+def test_a_test_killed_by_pytest_timeouts_thread_method(scenario: Scenario) -> None:
+    extra = '@pytest.mark.timeout(2, method="thread")'
+    suite = scenario.checkout(
+        "suite", {"test_leave.py": LEAVES_A_SUBPROCESS.format(extra=extra, seconds=6, hang=60)}
+    )
+    result = scenario.run(suite, "--neuron-scope=test")
+    assert result.ret != 0, text_of(result)
+    pids = json.loads((scenario.flags / "running.json").read_text())
+    next_run_gets_the_pool(scenario, pids["child"])
