@@ -227,10 +227,9 @@ def test_lock_dir_whose_subdirectory_is_a_file(root: Path) -> None:
 def test_lock_dir_under_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     path = tmp_path / "file" / "locks"
-    with pytest.raises(
-        LockDirError, match="cannot create lock directory .*Not a directory .ENOTDIR."
-    ) as info:
+    with pytest.raises(LockDirError, match="cannot create lock directory") as info:
         LeaseManager(path, pool(4)).acquire(1, timeout=0)
+    assert "Not a directory (ENOTDIR)" in str(info.value)
     assert_one_line_quoting(info.value, path)
 
 
