@@ -83,7 +83,7 @@ class DomainStatus:
 
     @property
     def used(self) -> bool:
-        return bool(self.cores or self.waiters or self.nested)
+        return bool(self.cores or self.waiters or self.nested or self.alloc_holder)
 
     @property
     def has_stale(self) -> bool:

@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_TIMEOUT = 3
 EXIT_LOCKDIR = 4
 EXIT_NO_HANDOFF = 5
+EXIT_LEASE = 6
 
 
 # -- the shared log and the checker ------------------------------------------------
@@ -451,6 +452,20 @@ def cmd_spawn(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mutex(args: argparse.Namespace) -> int:
+    """Take the domain's ``alloc.lock`` as a placement does, say so, and hold it ``--hold`` seconds."""
+    from pytest_neuron.lockdir import DomainMutex, prepare_domain
+
+    root = Path(args.root)
+    prepare_domain(root, "--root")
+    mutex = DomainMutex(root / "alloc.lock")
+    mutex.acquire(args.timeout)
+    _emit({"pid": os.getpid()})
+    time.sleep(args.hold)
+    mutex.release()
+    return EXIT_OK
+
+
 def cmd_cycle(args: argparse.Namespace) -> int:
     """``--rounds`` times: wait for a line on stdin, lease, say so, hold ``--hold`` s, release, say when."""
     manager = _manager(args)
@@ -467,7 +482,7 @@ def cmd_cycle(args: argparse.Namespace) -> int:
 
 def cmd_try(args: argparse.Namespace) -> int:
     """One request; print what happened (and release at once)."""
-    from pytest_neuron.lease import LeaseTimeout
+    from pytest_neuron.lease import LeaseError, LeaseTimeout
     from pytest_neuron.lockdir import LockDirError
 
     try:
@@ -479,6 +494,9 @@ def cmd_try(args: argparse.Namespace) -> int:
     except LockDirError as exc:
         _emit({"uid": os.getuid(), "ok": False, "error": "LockDirError", "message": str(exc)})
         return EXIT_LOCKDIR
+    except LeaseError as exc:
+        _emit({"uid": os.getuid(), "ok": False, "error": "LeaseError", "message": str(exc)})
+        return EXIT_LEASE
     holders = manager.holders(lease.physical)
     _emit(
         {
@@ -524,7 +542,7 @@ def cmd_nested(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lease_helpers.py")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("loop", "hold", "cycle", "try", "nested", "spawn"):
+    for name in ("loop", "hold", "cycle", "try", "nested", "spawn", "mutex"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--root", default="")
         cmd.add_argument("--pool", default="0")
@@ -545,6 +563,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     loop.add_argument("--seed", type=int, default=None)
     loop.add_argument("--max-seconds", type=float, default=120.0)
     sub.choices["hold"].add_argument("--hold", type=float, default=120.0)
+    sub.choices["mutex"].add_argument("--hold", type=float, default=120.0)
     spawn = sub.choices["spawn"]
     spawn.add_argument("--hold", type=float, default=120.0)
     spawn.add_argument("--seconds", type=float, default=120.0, help="how long the subprocess lives")
@@ -566,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "try": cmd_try,
         "nested": cmd_nested,
         "spawn": cmd_spawn,
+        "mutex": cmd_mutex,
     }
     return commands[args.command](args)
 
