@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,7 +29,7 @@ from lease_helpers import (
 from pytest_neuron import lease as lease_module
 from pytest_neuron.coreset import parse_coreset
 from pytest_neuron.holders import LIMITS, Holder, encode_holder, read_record
-from pytest_neuron.lease import LeaseError, LeaseManager, LeaseTimeout
+from pytest_neuron.lease import LeaseManager, LeaseTimeout
 from pytest_neuron.lockdir import LockDirError, atomic_write
 from pytest_neuron.procinfo import proc_state
 from pytest_neuron.status import HELD, STALE, collect, render_text, to_json
@@ -38,6 +37,7 @@ from pytest_neuron.waiters import WaiterBoard, new_ticket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -101,22 +101,23 @@ def test_a_fifo_at_the_old_guessable_temporary_name_does_not_hang_a_lease(
     assert json.loads(read_line(child, timeout=30)) == {"held": [0, 1, 2, 3]}
 
 
-def test_temporary_names_are_unpredictable_and_never_opened_if_present(tmp_path: Path) -> None:
+def test_temporary_names_are_unpredictable_and_never_opened_if_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "record.json"
-    seen = set()
+    seen: set[str] = set()
     real_open = os.open
 
-    def spy(path: object, flags: int, mode: int = 0o777) -> int:
+    def spy(path: str, flags: int, mode: int = 0o777) -> int:
         seen.add(str(path))
-        assert flags & os.O_EXCL and flags & os.O_NOFOLLOW
-        return real_open(path, flags, mode)  # type: ignore[arg-type]
+        assert flags & os.O_EXCL
+        assert flags & os.O_NOFOLLOW
+        return real_open(path, flags, mode)
 
-    os.open, saved = spy, os.open  # type: ignore[assignment]
-    try:
-        for _ in range(3):
-            atomic_write(target, b"{}")
-    finally:
-        os.open = saved  # type: ignore[assignment]
+    monkeypatch.setattr(os, "open", spy)
+    for _ in range(3):
+        atomic_write(target, b"{}")
+    monkeypatch.undo()
     assert len(seen) == 3
     assert not [p for p in tmp_path.iterdir() if p.name != "record.json"]
 
@@ -165,7 +166,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_done(small_fs: Path) ->
     assert "No space left on device (ENOSPC)" in message, message
     assert str(root / "holders") in message, message
     # nothing half-written: no record, no temporary file, and every core free for another process
-    assert [n for n in os.listdir(root / "holders")] == []
+    assert os.listdir(root / "holders") == []
     done = subprocess.run(
         helper_command(*child_args("try", root=root, pool="0-3", k=4, timeout=0)),
         capture_output=True,
