@@ -108,6 +108,8 @@ class Report:
 def resolve_lock_dir(option: str | None, env: Mapping[str, str]) -> tuple[Path, str]:
     """The lock directory in effect and where it came from: --lock-dir > environment > default."""
     if option is not None:
+        if not option.strip():
+            raise StatusError(f"--lock-dir {option!r} is empty: give the directory a run uses")
         return Path(option), "--lock-dir"
     if env.get(LOCK_DIR_ENV, "").strip():
         return Path(env[LOCK_DIR_ENV]), f"environment variable {LOCK_DIR_ENV}"
