@@ -367,7 +367,7 @@ def test_a_holder_record_linked_to_a_fifo_does_not_hang_the_run(
     ids=["gap", "two-apart", "inherited"],
 )
 def test_a_pool_without_a_window_of_the_size_fails_at_once(
-    procs: Procs, suite: Path, lock_dir: Path, pool: str | None, marker: str, env: dict[str, str]
+    procs: Procs, suite: Path, lock_dir: Path, *, pool: str | None, marker: str, env: dict[str, str]
 ) -> None:
     (suite / "test_big.py").write_text(
         f"import pytest\n\n@pytest.mark.neuron({marker})\ndef test_big():\n    pass\n"
