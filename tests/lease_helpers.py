@@ -438,12 +438,19 @@ def cmd_spawn(args: argparse.Namespace) -> int:
         assert popen.stdout is not None
         popen.stdout.readline()  # it runs (and will write nothing more to the pipe)
         child = popen.pid
-    _emit({"pid": os.getpid(), "child": child, "lease_id": lease.lease_id, "physical": list(lease.physical)})
+    started = {
+        "pid": os.getpid(),
+        "child": child,
+        "lease_id": lease.lease_id,
+        "physical": list(lease.physical),
+    }
     if args.then == "hold":
+        _emit(started)
         time.sleep(args.hold)
         return EXIT_OK
     manager.release(lease)
-    _emit({"released": True, "lingering": list(lease.lingering)})
+    # one line: a second one written at once could sit unread in the reader's buffer
+    _emit({**started, "released": True, "lingering": list(lease.lingering)})
     if args.then == "exit":
         return EXIT_OK
     for line in sys.stdin:  # each line: try to settle, report what still lingers

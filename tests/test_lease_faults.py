@@ -452,3 +452,33 @@ def test_a_disk_that_fills_mid_run_fails_the_run(
     assert "Traceback" not in text, text
     assert "No space left on device (ENOSPC)" in text, text
     assert "2 passed, 2 errors" in text, text  # the leases of the last two tests failed at setup
+
+
+# -- §4: umask, clock ---------------------------------------------------------------------------------
+def test_records_are_readable_by_every_user_whatever_the_umask(tmp_path: Path, children: Children) -> None:
+    import shlex
+
+    root = tmp_path / "locks"
+    mgr = manager(root)
+    held = mgr.acquire(4, timeout=0)  # keeps the next one waiting
+    helper = " ".join(shlex.quote(a) for a in helper_command(*child_args("try", root=root, pool="0-3", k=1)))
+    waiter = children.popen(["sh", "-c", f"umask 077; exec {helper}"])
+    board = WaiterBoard(root / "waiters")
+    wait_for(lambda: len(board.read()) == 1, 30, "the waiter to register")
+    for path in (root / "waiters").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666, path  # the bug: 0600, unreadable to another user
+    mgr.release(held)
+    code, out, _ = children.finish(waiter)
+    assert code == EXIT_OK, out
+
+
+def test_fairness_age_is_immune_to_a_wall_clock_step(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    board = WaiterBoard(tmp_path)
+    waiter, bell = board.register(new_ticket(), 4, ((0, 1, 2, 3),), "big")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # the wall clock stepped back an hour
+    time.sleep(0.05)
+    (read,) = board.read()
+    assert 0.04 <= read.waited() < 60  # the bug: negative, so the big waiter never aged and never reserved
+    assert new_ticket() > waiter.ticket  # and tickets still sort by arrival
+    board.remove(waiter.ticket, bell)
