@@ -70,7 +70,7 @@ from .coreset import format_coreset
 from .holders import Holder, HolderRecords, new_holder
 from .lockdir import CoreLocks, DomainMutex, LockDirError, MutexTimeout, io_error, prepare_domain
 from .placement import candidate_windows, choose_window, reservation_window
-from .procinfo import become_subreaper, descendants, describe_process, lease_carriers, proc_state
+from .procinfo import become_subreaper, descendants, describe_process, is_running, lease_carriers, proc_state
 from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ class LeaseManager:
         self._mutex = threading.Lock()
         self._alloc = DomainMutex(root / "alloc.lock")
         self._survivors: dict[str, list[int]] = {}  # dead leases still used, for the timeout message
+        self._known_survivors: dict[str, list[tuple[int, int | None]]] = {}
         self._all_physical = frozenset(topology.physical_cores(topology.cores))
 
     def _prepare(self) -> None:
@@ -262,9 +263,25 @@ class LeaseManager:
         return None, [], busy
 
     def _survivors_of(self, dead: list[Holder]) -> dict[str, list[int]]:
-        """The live processes that inherited each of these leases (by lease id), if any."""
+        """The live processes that inherited each of these leases (by lease id), if any.
+
+        A lease whose known survivors all still run is still used, without a new
+        scan of /proc: waiters retrying behind a long-lived survivor stay cheap.
+        """
         ids = {h.lease_id for h in dead if h.is_local()}
-        found = lease_carriers(ids) if ids else {}
+        found: dict[str, list[int]] = {}
+        for lease_id in list(ids):
+            known = self._known_survivors.get(lease_id)
+            if known and all(is_running(pid, start) for pid, start in known):
+                found[lease_id] = [pid for pid, _ in known]
+                ids.discard(lease_id)
+        if ids:
+            scanned = lease_carriers(ids)
+            found.update(scanned)
+            for lease_id, pids in scanned.items():
+                self._known_survivors[lease_id] = [(pid, proc_state(pid).starttime) for pid in pids]
+        for lease_id in ids - set(found):
+            self._known_survivors.pop(lease_id, None)
         self._survivors.update(found)
         return found
 
