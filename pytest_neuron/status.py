@@ -97,6 +97,33 @@ class DomainStatus:
 
 
 @dataclass(frozen=True)
+class LeaseStatus:
+    """One lease of a domain, from its (validated) holder record and the lock state of its cores."""
+
+    holder: Holder
+    state: str  # HELD or STALE (a record whose cores are all free): see classify()
+    cores: tuple[int, ...]  # the physical cores of the record that are in this state
+    pid_gone: bool | None  # the holder's pid has exited (None: another host or pid namespace)
+    survivors: tuple[int, ...] = ()  # stale: live processes started under the lease, which keep it
+
+
+def lease_rows(domain: DomainStatus) -> list[LeaseStatus]:
+    """The domain's per-core rows grouped into one row per lease and state, in core order.
+
+    Cores locked without any record (``HELD_NO_RECORD``) and free cores have no
+    lease; they stay in ``domain.cores``.
+    """
+    rows: dict[tuple[str, str], list[CoreStatus]] = {}
+    for core in domain.cores:
+        if core.holder is not None and core.state in (HELD, STALE):
+            rows.setdefault((core.holder.lease_id, core.state), []).append(core)
+    return [
+        LeaseStatus(cs[0].holder, state, tuple(c.core for c in cs), cs[0].pid_gone, cs[0].survivors)  # type: ignore[arg-type]
+        for (_, state), cs in rows.items()
+    ]
+
+
+@dataclass(frozen=True)
 class Report:
     lock_dir: Path
     source: str
