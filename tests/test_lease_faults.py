@@ -482,3 +482,21 @@ def test_fairness_age_is_immune_to_a_wall_clock_step(monkeypatch: pytest.MonkeyP
     assert 0.04 <= read.waited() < 60  # the bug: negative, so the big waiter never aged and never reserved
     assert new_ticket() > waiter.ticket  # and tickets still sort by arrival
     board.remove(waiter.ticket, bell)
+
+
+def test_a_lock_file_another_user_cannot_open_is_one_line() -> None:
+    from lease_helpers import other_user, run_as, shared_tmpdir
+
+    user, why = other_user("nobody")
+    if user is None:
+        pytest.skip(f"cannot run a child as another uid: {why}")
+    with shared_tmpdir() as shared:
+        root = shared / "locks"
+        mgr = manager(root)
+        mgr.release(mgr.acquire(4, timeout=0))
+        (root / "cores" / "core-0002.lock").chmod(0o600)  # root's, as a run with umask 077 would leave it
+        code, out, err = run_as(user, *child_args("try", root=root, pool="0-3", k=4, timeout=0), cwd=shared)
+    assert code == EXIT_LOCKDIR, out + err  # the bug: a PermissionError traceback
+    message = one_line(result_of(out)["message"])
+    assert f"cannot open {str(root / 'cores' / 'core-0002.lock')!r}" in message, message
+    assert "Permission denied (EACCES)" in message
