@@ -33,7 +33,7 @@ import select
 import stat
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from .holders import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file, shorten
 from .lockdir import FILE_MODE, atomic_write, io_error
@@ -99,49 +99,53 @@ def decode_waiter(ticket: str, raw: object) -> Waiter | None:
         return None
     pid, k, since, what = raw.get("pid"), raw.get("k"), raw.get("since"), raw.get("what")
     starttime, mono = raw.get("starttime"), raw.get("mono")
+    host, pidns = raw.get("host", ""), raw.get("pidns", "")
     windows_raw = raw.get("windows")
     if not isinstance(windows_raw, list) or len(windows_raw) > MAX_WINDOWS:
         return None
     windows = [_ints(w, MAX_CORES) for w in windows_raw]
     reserved = _ints(raw.get("reserved"), MAX_CORES)
-    host, pidns = raw.get("host", ""), raw.get("pidns", "")
-    ok = (
-        isinstance(pid, int)
-        and not isinstance(pid, bool)
-        and 0 < pid < MAX_PID
-        and isinstance(k, int)
-        and not isinstance(k, bool)
-        and 0 < k <= MAX_CORES
-        and (starttime is None or (isinstance(starttime, int) and not isinstance(starttime, bool)))
-        and isinstance(since, (int, float))
-        and not isinstance(since, bool)
-        and math.isfinite(since)
-        and 0 <= since < MAX_SINCE
-        and (mono is None or (isinstance(mono, (int, float)) and math.isfinite(mono) and mono >= 0))
-        and isinstance(what, str)
-        and len(what) <= MAX_WHAT
-        and isinstance(host, str)
-        and len(host) <= 255
-        and isinstance(pidns, str)
-        and len(pidns) <= 64
-        and reserved is not None
-        and all(w is not None and len(w) == k for w in windows)
-    )
-    if not ok:
+    if (
+        reserved is None
+        or not _number(since, 0, MAX_SINCE)
+        or (mono is not None and not _number(mono, 0, math.inf))
+    ):
+        return None
+    if not (_whole(pid) and 0 < pid < MAX_PID and _whole(k) and 0 < k <= MAX_CORES):
+        return None
+    if starttime is not None and not _whole(starttime):
+        return None
+    if not (_text(what, MAX_WHAT) and _text(host, 255) and _text(pidns, 64)):
+        return None
+    if not all(w is not None and len(w) == k for w in windows):
         return None
     return Waiter(
         ticket=ticket,
-        pid=pid,  # type: ignore[arg-type]
-        starttime=starttime if isinstance(starttime, int) else None,
-        k=k,  # type: ignore[arg-type]
+        pid=pid,
+        starttime=starttime,
+        k=k,
         windows=tuple(w for w in windows if w is not None),
-        reserved=reserved,  # type: ignore[arg-type]
-        since=float(since),  # type: ignore[arg-type]
-        what=what,  # type: ignore[arg-type]
+        reserved=reserved,
+        since=float(since),
+        what=what,
         host=host,
         pidns=pidns,
         mono=None if mono is None else float(mono),
     )
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object, low: float, high: float) -> TypeGuard[float]:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and low <= value < high
+
+
+def _text(value: object, limit: int) -> TypeGuard[str]:
+    return isinstance(value, str) and len(value) <= limit
 
 
 def read_waiters(directory: Path) -> list[Waiter]:
