@@ -87,8 +87,10 @@ class TestLeases:
         try:
             lease = ctx.acquire(need.cores, who=item.nodeid, worker=ctx.worker, test=item.nodeid)
         except LeaseWaitFailed as exc:
-            test_cores.error = ctx.gave_up = str(exc)
-            item.session.shouldstop = "pytest-neuron gave up waiting for cores (see the first error)"
+            test_cores.error = str(exc)
+            if exc.run_wide:
+                ctx.gave_up = str(exc)
+                item.session.shouldstop = "pytest-neuron: no cores for the rest of this run (see the first error)"
             if ctx.trace is not None:
                 ctx.trace.wait(item.nodeid, started, time.time(), need.cores, str(exc))
             return
