@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .context import NeuronContext
 
 
+STOPPED = "pytest-neuron: no cores for the rest of this run (see the first error)"
+
+
 class TestLeases:
     """Leases, environment and records of each test in test scope."""
 
@@ -90,7 +93,7 @@ class TestLeases:
             test_cores.error = str(exc)
             if exc.run_wide:
                 ctx.gave_up = str(exc)
-                item.session.shouldstop = "pytest-neuron: no cores for the rest of this run (see the first error)"
+                item.session.shouldstop = STOPPED
             if ctx.trace is not None:
                 ctx.trace.wait(item.nodeid, started, time.time(), need.cores, str(exc))
             return
