@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .core.marker import MARKER_DOC
 from .plugins.bootstrap import configure, start
-from .plugins.keys import CONTEXT_KEY
+from .plugins.keys import CONTEXT_KEY, PLAN_KEY
 from .plugins.options import add_options
 
 if TYPE_CHECKING:
@@ -31,15 +30,24 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    from .core.marker import MARKER_DOC
+
     config.addinivalue_line("markers", MARKER_DOC)
     configure(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is None:
+        plan = config.stash.get(PLAN_KEY, None)
+        if plan is None or plan.topology is not None:
+            return []
+        from .core.report import header_lines  # no pool: one line, and no context at all
+
+        return header_lines(plan, "single", verbose=False)
     from .plugins.reporting import header
 
-    context = config.stash.get(CONTEXT_KEY, None)
-    return [] if context is None else header(context)
+    return header(context)
 
 
 @pytest.hookimpl(trylast=True)

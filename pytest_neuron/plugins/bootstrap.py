@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
-from .context import NeuronContext, Role
-from .keys import CONTEXT_KEY, INHERITED_KEY, PLAN_KEY
+from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .context import NeuronContext, Role
 
 
 def early_cmdline(config: pytest.Config) -> Callable[[str], Any]:
@@ -112,23 +113,31 @@ def _role(config: pytest.Config, early: bool) -> Role | None:
 
 
 def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
-    """This process's context, created once its role is certain; leases the slice in worker scope."""
-    context = config.stash.get(CONTEXT_KEY, None)
-    if context is not None:
-        return context
+    """This process's context, created once its role is certain; leases the slice in worker scope.
+
+    Without a pool there is no context at all: one collection hook (plugins/no_pool.py), and
+    nothing else of the plugin is imported.
+    """
+    if CONTEXT_KEY in config.stash:
+        return config.stash[CONTEXT_KEY]
+    if NO_POOL_KEY in config.stash:
+        return None
     plan = plan_for(config, early=early)
-    role = _role(config, early)
-    if role is None:
-        return None  # -n auto: decided in pytest_configure
-    context = config.stash[CONTEXT_KEY] = NeuronContext(config, plan, role)
     if plan.topology is None:
         from .no_pool import NoCores, NoCoresRequired
 
+        config.stash[NO_POOL_KEY] = True
         require = plan.settings["require"]
         config.pluginmanager.register(
             NoCoresRequired(require.source) if require.value else NoCores(), "neuron-no-pool"
         )
-        return context
+        return None
+    role = _role(config, early)
+    if role is None:
+        return None  # -n auto: decided in pytest_configure
+    from .context import NeuronContext
+
+    context = config.stash[CONTEXT_KEY] = NeuronContext(config, plan, role)
     from ..locks.lockdir import LockDirError
 
     try:
@@ -152,17 +161,23 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
     return context
 
 
-def configure(config: pytest.Config) -> NeuronContext:
+def configure(config: pytest.Config) -> NeuronContext | None:
     """Once the role is known: per-test defaults, worker counts, and this role's plugins."""
     context = start(config, early=False)
-    assert context is not None
+    if context is None:  # no pool: only what was typed on this command line is checked
+        from ..core.settings import TEST_SETTINGS, resolve
+
+        try:
+            for spec in TEST_SETTINGS:
+                resolve(spec, cmdline=config.getoption(spec.dest), env={}, ini=None)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return None
     try:
         context.resolve_test_defaults()
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     plan, pm = context.plan, config.pluginmanager
-    if plan.topology is None:
-        return context
     from ..host.reaper import end_trees_on_signal
 
     end_trees_on_signal()  # SIGTERM/SIGINT (a cancelled CI job) end the tests' process trees first

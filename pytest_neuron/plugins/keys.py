@@ -15,5 +15,6 @@ if TYPE_CHECKING:
 PLAN_KEY: pytest.StashKey[RunPlan] = pytest.StashKey()  # config: the run's plan, built once
 INHERITED_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: the plan came from an xdist controller
 CONTEXT_KEY: pytest.StashKey[NeuronContext] = pytest.StashKey()  # config: this process's context
+NO_POOL_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: no pool, so no context
 NEED_KEY: pytest.StashKey[Need] = pytest.StashKey()  # item: what it asks for, decided at collection
 TEST_LEASE_KEY: pytest.StashKey[TestCores] = pytest.StashKey()  # item: its lease in test scope

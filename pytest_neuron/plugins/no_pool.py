@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .needs import asks_for_cores
+from .needs import FIXTURE, MarkedNodes, asks_for_cores
 
 NO_CORES = (
     "no Neuron cores: no device was found on this host and no pool was given "
@@ -18,8 +18,9 @@ class NoCores:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         skip = pytest.mark.skip(reason=NO_CORES)
+        marked = MarkedNodes()
         for item in items:
-            if asks_for_cores(item):
+            if marked.marked(item) or FIXTURE in getattr(item, "fixturenames", ()):
                 item.add_marker(skip)
 
 

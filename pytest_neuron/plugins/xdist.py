@@ -19,11 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.coreset import format_coreset
-from ..core.plan import PLAN_ENV, plan_to_json
-from ..core.runtime_env import PORT_VARS, VISIBLE
-from ..locks.handoff import HANDOFF_ENV, Handoff, handoff_value
-from .context import LeaseWaitFailed
 from .keys import CONTEXT_KEY
 
 if TYPE_CHECKING:
@@ -70,6 +65,7 @@ class XdistHooks:
         context = config.stash.get(CONTEXT_KEY, None)
         if context is None or context.plan.topology is None:
             return
+        from ..core.plan import PLAN_ENV, plan_to_json
         from .bootstrap import runs_tests
 
         wants_run = context.plan.scope == "worker" and not context.lazy
@@ -82,6 +78,12 @@ class XdistHooks:
 
     def _reserve_run(self, context: NeuronContext, specs: list[Any]) -> None:
         """Reserve ``len(specs)`` slices in one request and give each worker its own."""
+        from ..core.coreset import format_coreset
+        from ..core.plan import PLAN_ENV, plan_to_json
+        from ..core.runtime_env import PORT_VARS, VISIBLE
+        from ..locks.handoff import HANDOFF_ENV, Handoff, handoff_value
+        from .context import LeaseWaitFailed
+
         plan = context.plan
         topo = plan.topology
         assert topo is not None
