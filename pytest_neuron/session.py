@@ -164,14 +164,10 @@ class NeuronSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             self.request_for(item)
-        if (
-            self.plan.scope == "test"
-            and self.plan.topology is not None
-            and self.plan.value("order") == "biggest-first"
-        ):
-            # Big requests first, while the pool is empty: a 32-core test started late waits for
-            # every core to drain.  A stable sort, identical in every xdist worker.
-            items.sort(key=self._cores_wanted, reverse=True)
+        if self.plan.scope == "test" and self.plan.topology is not None:
+            from .scheduler import order_items  # test scope: the order (scheduler.py)
+
+            order_items(self.config, self.plan, items, self._cores_wanted)
 
     def _cores_wanted(self, item: pytest.Item) -> int:
         request = self.request_for(item)
@@ -370,10 +366,10 @@ class NeuronSession:
             raise pytest.UsageError(str(exc)) from None
         if self.role == "controller":
             self._check_workers()
-            if self.plan.scope == "test" and self.plan.topology is not None:
-                from .xdist_hooks import hand_out_one_at_a_time
+        if self.plan.scope == "test" and self.plan.topology is not None:
+            from .scheduler import start_test_scope  # durations, and the xdist scheduler (scheduler.py)
 
-                hand_out_one_at_a_time(self.config)
+            start_test_scope(self.config, self.plan, self.role, self._cores_wanted)
         if self.plan.value("trace") and self.plan.topology is not None:
             from .trace import Trace
 
@@ -410,8 +406,10 @@ class NeuronSession:
 
     def header(self) -> list[str]:
         from .report import header_lines
+        from .scheduler import order_header  # test scope: the order in effect (scheduler.py)
 
-        return header_lines(self.plan, self.role, self.config.get_verbosity() > 0)
+        lines = header_lines(self.plan, self.role, self.config.get_verbosity() > 0)
+        return lines + order_header(self.config, self.plan, self.role)
 
     def finish(self) -> None:
         from .xdist_hooks import worker_output

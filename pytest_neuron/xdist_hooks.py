@@ -50,18 +50,6 @@ class XdistHooks:
             self.worker_summaries[summary["worker"]] = summary
 
 
-def hand_out_one_at_a_time(config: pytest.Config) -> None:
-    """In test scope, let xdist's load scheduler hand out one test at a time.
-
-    Tests are sorted biggest-first; xdist's default chunks would queue a run
-    of big tests on one worker, and each would then wait for the whole pool
-    to drain again.  One at a time (xdist's own ``--maxschedchunk=1``) keeps
-    the global biggest-first order.  A value the user gave is kept.
-    """
-    if getattr(config.option, "dist", None) == "load" and getattr(config.option, "maxschedchunk", 0) is None:
-        config.option.maxschedchunk = 1
-
-
 def worker_output(config: pytest.Config) -> dict[str, Any] | None:
     """xdist's channel from a worker back to the controller (None outside a worker)."""
     output = getattr(config, "workeroutput", None)
