@@ -289,13 +289,8 @@ class NeuronScheduling:
         self._dispatch()
 
     def remove_pending_tests_from_node(self, node: Node, indices: Sequence[int]) -> None:
-        """Tests a worker gave back (xdist's answer to a steal, which this scheduler never sends)."""
-        pending = self.node2pending[node]
-        for index in indices:
-            if index in pending:
-                pending.remove(index)
-                self._requeue(index)
-        self._dispatch()
+        """xdist's answer to a steal, which this scheduler never sends (no worker holds a spare test)."""
+        raise NotImplementedError("NeuronScheduling never sends a steal")
 
     # -- the decisions --------------------------------------------------------------------------
     @staticmethod
@@ -376,65 +371,84 @@ class NeuronScheduling:
         in that window only when their recorded durations say they will be
         done before it frees (backfilling), so a big test is not starved by a
         stream of small ones and the cores it waits for are not left idle.
+        The successors are handed out once every start is decided, so a test
+        that can start now on an empty worker is not parked behind another.
         """
         if self.collection is None:
             return
         now = self.clock()
+        starting: list[Node] = []
         while True:
-            ready = [n for n in self.node2pending if n in self.node2collection and not n.shutting_down]
-            empty = next((node for node in ready if not self.node2pending[node]), None)
-            # (position, node or None for "any empty worker")
-            options: list[tuple[int, Node | None]] = [
-                (self.priority[pending[0]], node)
-                for node in ready
-                if len(pending := self.node2pending[node]) == 1
+            ready = [
+                n
+                for n in self.node2pending
+                if n in self.node2collection and not n.shutting_down and n not in starting
             ]
-            if empty is not None:
-                options += [(queue[0], None) for queue in self.queues.values() if queue]
-            if not options:
-                return
-            options.sort(key=lambda option: option[0])
-            chosen = self._choose(options, now)
+            empty = next((node for node in ready if not self.node2pending[node]), None)
+            parked = {self.priority[p[0]]: node for node in ready if len(p := self.node2pending[node]) == 1}
+            chosen = self._choose(parked, empty is not None, now)
             if chosen is None:
-                return
-            (position, node), window = chosen
+                break
+            position, window = chosen
             index = self.by_priority[position]
+            node = parked.get(position)
             if node is None:
                 assert empty is not None
                 node = empty
-                self.queues[self.cores[index]].pop(0)
+                self.queues[self.cores[index]].remove(position)
                 self.node2pending[node].append(index)
                 node.send_runtest_some([index])
-            end = None if self.seconds is None else now + self.seconds[index]
-            self.model.take(node, window, end)
+            self.model.take(node, window, None if self.seconds is None else now + self.seconds[index])
+            starting.append(node)
+        for node in starting:
             self._successor(node)
 
-    def _done_by(self, index: int, now: float, deadline: float | None) -> bool:
-        """Whether test ``index``, started now, is expected to end by ``deadline``."""
+    def _done_by(self, position: int, now: float, deadline: float | None) -> bool:
+        """Whether the test at ``position``, started now, is expected to end by ``deadline``."""
         if self.seconds is None or deadline is None:
             return False
-        return now + self.seconds[index] <= deadline
+        return now + self.seconds[self.by_priority[position]] <= deadline
 
     def _choose(
-        self, options: Sequence[tuple[int, Node | None]], now: float
-    ) -> tuple[tuple[int, Node | None], tuple[int, ...]] | None:
-        """The option to start now and its window, or None to wait for a test to end."""
-        first = options[0]
-        k = self.cores[self.by_priority[first[0]]]
+        self, parked: Mapping[int, Node], queued: bool, now: float
+    ) -> tuple[int, tuple[int, ...]] | None:
+        """The position to start now (parked, or queued when ``queued``) and its window; None to wait."""
+        heads = [queue[0] for queue in self.queues.values() if queue] if queued else []
+        if not parked and not heads:
+            return None
+        first = min([*parked, *heads])
+        k = self.cores[self.by_priority[first]]
         window = self.model.place(k)
         if window is not None:
             return first, window
         if self.model.idle:
             return first, ()  # nothing runs, yet it does not fit: the lease layer makes it wait
         reserved, frees_at = self.model.reserve(k)
-        for option in options[1:]:
-            index = self.by_priority[option[0]]
-            window = self.model.place(self.cores[index], reserved)
-            if window is None and self._done_by(index, now, frees_at):
-                window = self.model.place(self.cores[index])  # done before the reservation frees
+        found: list[tuple[int, tuple[int, ...]]] = []
+
+        def consider(position: int) -> bool:
+            size = self.cores[self.by_priority[position]]
+            window = self.model.place(size, reserved)
+            if window is None and self._done_by(position, now, frees_at):
+                window = self.model.place(size)  # done before the reservation frees: backfill
             if window is not None:
-                return option, window
-        return None
+                found.append((position, window))
+            return window is not None
+
+        for position in parked:
+            if position != first:
+                consider(position)
+        if queued:
+            for size, queue in self.queues.items():
+                if not queue or self.model.place(size) is None:
+                    continue  # nothing of this size fits anywhere now
+                if self.model.place(size, reserved) is not None:
+                    consider(queue[0])  # fits outside the reservation: the best of its size
+                elif self.seconds is not None:
+                    for position in queue:  # the best of its size that ends before the reservation frees
+                        if position != first and consider(position):
+                            break
+        return min(found, default=None)
 
 
 # -- worker side: the core count of every collected test -------------------------------------------
