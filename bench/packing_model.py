@@ -134,14 +134,21 @@ class _FakeNode:
 
 
 def scheduler_makespan(
-    jobs: list[Job], pool: int, workers: int, order: str, known: Sequence[float | None] | None = None
+    jobs: list[Job],
+    pool: int,
+    workers: int,
+    order: str,
+    known: Sequence[float | None] | None = None,
+    *,
+    overhead: float = 0.0,
 ) -> float:
     """Event simulation of pytest-neuron's xdist scheduler (the real class) with zero overhead.
 
     Each fake worker starts its first queued test once a second one (or the
     shutdown) arrives, as xdist's workers do; a started test takes its cores
     when they are free (biggest waiting request first, as the lease layer
-    does), holds them for its duration, and reports completion.
+    does), holds them for its duration (plus ``overhead``, a fixed cost per
+    test), and reports completion.
     """
     from pytest_neuron.ordering import estimates, ranking
     from pytest_neuron.scheduler import CoreModel, NeuronScheduling
@@ -164,7 +171,7 @@ def scheduler_makespan(
                 free.difference_update(window)
                 waiting.remove(entry)
                 seq += 1
-                heapq.heappush(events, (now + jobs[node.queue[0]].duration, seq, node, window))
+                heapq.heappush(events, (now + jobs[node.queue[0]].duration + overhead, seq, node, window))
 
     def maybe_start(node: _FakeNode) -> None:
         nonlocal seq
