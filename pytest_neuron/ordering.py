@@ -9,11 +9,13 @@ Three rules, chosen by ``--neuron-order``:
 * ``durations``: the durations recorded by the last run.  First the tests that
   cannot share the pool with a test of their own size (more than half the
   pool): they run one after another while the pool is empty, where they drain
-  no core.  Then everything else longest first, so the tests that would end
-  the run late start early and the tail is made of short tests that fill the
-  gaps.  Ties go to the test asking for more cores.  (Ordering by
-  core-seconds instead did as well on average in the simulations of
-  bench/packing_model.py, and worse on the benchmark's workload.)
+  no core.  Then everything else by core-seconds (cores x seconds), largest
+  first: the long tests and the wide ones start early, and the tail is made of
+  short, narrow tests that fill the gaps (a wide test in the tail makes cores
+  drain for it; a long one ends the run late).  Ties go to the test asking for
+  more cores.  In the simulations of bench/packing_model.py, longest-first did
+  as well on average, but left the short wide tests for the tail, which real
+  runs pay for.
 
 A test without a recorded duration counts as the median recorded duration of
 tests of its size (of all recorded tests if none of its size was recorded; 1 s
@@ -76,7 +78,7 @@ def ranking(
 
     def key(i: int) -> tuple[int, float, int, int]:
         alone = cores[i] * 2 > pool  # cannot run next to another test of its size
-        return (0 if alone else 1, -seconds[i], -cores[i], i)
+        return (0 if alone else 1, -cores[i] * seconds[i], -cores[i], i)
 
     return sorted(range(n), key=key)
 

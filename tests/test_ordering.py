@@ -21,13 +21,14 @@ seconds = st.one_of(st.none(), st.floats(min_value=0, max_value=1e4, allow_nan=F
         # no durations recorded: durations is biggest-first
         ("durations", [1, 8, 2, 8], [None, None, None, None], [1, 3, 2, 0]),
         ("durations", [1, 8, 2, 8], None, [1, 3, 2, 0]),
-        # more than half the pool runs first (it cannot share the pool), then longest first
+        # more than half the pool runs first (it cannot share the pool), then most core-seconds first
         ("durations", [1, 32, 2, 8], [9.0, 1.0, 3.0, 0.5], [1, 0, 2, 3]),
+        ("durations", [1, 32, 2, 8], [5.0, 1.0, 2.0, 1.0], [1, 3, 0, 2]),
         ("durations", [20, 16, 1], [0.1, 5.0, 1.0], [0, 1, 2]),
-        # equal durations: more cores first, then collection order
-        ("durations", [1, 4, 4, 1], [2.0, 2.0, 2.0, 2.0], [1, 2, 0, 3]),
-        # an unknown 8-core test counts as the median of the 8-core tests (3.0), ahead of 2.5
-        ("durations", [8, 8, 8, 1, 8], [1.0, 3.0, 5.0, 2.5, None], [2, 1, 4, 3, 0]),
+        # equal core-seconds: more cores first, then collection order
+        ("durations", [1, 4, 4, 2], [8.0, 2.0, 2.0, 4.0], [1, 2, 3, 0]),
+        # an unknown 8-core test counts as the median of the 8-core tests (3.0 s: 24 core-seconds)
+        ("durations", [8, 8, 8, 1, 8], [1.0, 3.0, 5.0, 20.0, None], [2, 1, 4, 3, 0]),
     ],
 )
 def test_ranking_table(
@@ -62,7 +63,7 @@ def test_every_rule_is_a_permutation(tests: list[tuple[int, float | None]], orde
 
 
 @given(st.lists(st.tuples(sizes, seconds), min_size=1, max_size=40))
-def test_durations_puts_the_tests_that_cannot_share_the_pool_first_then_longest_first(
+def test_durations_puts_the_tests_that_cannot_share_the_pool_first_then_most_core_seconds_first(
     tests: list[tuple[int, float | None]],
 ) -> None:
     cores = [k for k, _ in tests]
@@ -73,7 +74,8 @@ def test_durations_puts_the_tests_that_cannot_share_the_pool_first_then_longest_
     assert alone == sorted(alone, reverse=True)  # all of them before any other
     rest = [i for i in ranked if 2 * cores[i] <= 32]
     if any(s is not None for s in known):
-        assert [expected[i] for i in rest] == sorted((expected[i] for i in rest), reverse=True)
+        work = [cores[i] * expected[i] for i in rest]
+        assert work == sorted(work, reverse=True)
 
 
 @given(st.lists(sizes, max_size=40))
