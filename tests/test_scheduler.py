@@ -119,6 +119,14 @@ def run_out(sched: NeuronScheduling, nodes: Sequence[FakeNode], rng: random.Rand
         complete(sched, rng.choice(busy) if rng else busy[0])
 
 
+def assert_holds_what_it_may(node: FakeNode, cores: Sequence[int]) -> None:
+    """The test it runs, then at most one chained test no wider than it, then one parked test."""
+    out = node.outstanding
+    assert len(out) <= 3, out
+    if len(out) == 3:
+        assert cores[out[1]] <= cores[out[0]], out
+
+
 def running_cores(nodes: Sequence[FakeNode], cores: Sequence[int]) -> int:
     return sum(cores[n.running] for n in nodes if n.running is not None)
 
@@ -155,7 +163,7 @@ def test_no_worker_ever_holds_more_than_the_test_it_runs_and_the_one_after() -> 
     rng = random.Random(1)
     while any(n.running is not None for n in nodes):
         for node in nodes:
-            assert len(node.outstanding) <= 2
+            assert len(node.outstanding) <= 2  # without durations nothing is chained
         complete(sched, rng.choice([n for n in nodes if n.running is not None]))
     assert sched.tests_finished
     assert sorted(i for n in nodes for i in n.done) == list(range(30))
@@ -230,6 +238,46 @@ def test_the_successor_of_a_long_test_is_one_that_can_end_by_the_horizon() -> No
     first = next(n for n in nodes if n.running == 0)
     assert first.outstanding[1] != 1
     assert any(n.running == 1 for n in nodes)
+
+
+def test_with_durations_a_narrow_successor_starts_without_a_round_trip() -> None:
+    now = [0.0]
+    cores = [2, 1, 1, 1, 1]
+    seconds = [1.0, 0.5, 0.5, 0.5, 0.5]
+    sched, (a,) = make(cores, 1, order="durations", seconds=seconds, now=now)
+    # the 2-core test runs, a 1-core test is chained behind it (sent with the test after it)
+    assert a.running == 0
+    assert len(a.outstanding) == 3
+    assert cores[a.outstanding[1]] == 1
+    now[0] = 1.0
+    complete(sched, a)
+    assert a.running is not None  # it started at once: nothing had to be sent for it
+    assert len(sched.model.held[a]) == 1  # the model counts it in one of the 2-core test's cores
+    assert set(sched.model.held[a]) < {0, 1}
+    run_out(sched, [a])
+    assert sorted(a.done) == [0, 1, 2, 3, 4]
+
+
+def test_nothing_is_chained_into_cores_a_waiting_test_reserved() -> None:
+    # an 8-core test waits for the 4-core test's cores: the successor parked behind the 4-core test
+    # must not start by itself in them
+    cores = [4, 8, 2, 2, 2]
+    seconds = [10.0, 1.0, 20.0, 20.0, 20.0]
+    sched = NeuronScheduling(
+        None,
+        numnodes=2,
+        model=CoreModel(range(8), {}, None),
+        counts=lambda node, ids: cores,
+        rank=lambda ids, ks: ([0, 1, 2, 3, 4], seconds),
+        clock=lambda: 0.0,
+    )
+    nodes = [FakeNode("gw0"), FakeNode("gw1")]
+    for node in nodes:
+        sched.add_node(node)
+        sched.add_node_collection(node, ids_of(5))
+    sched.schedule()
+    for node in nodes:
+        assert len(node.outstanding) <= 2, node.outstanding
 
 
 def test_horizon_is_the_lower_bound() -> None:
@@ -384,7 +432,7 @@ def test_every_test_runs_once_within_the_pool_and_the_run_ends(  # noqa: PLR0917
             assert sched.tests_finished, "deadlock: tests are left but none runs"
             break
         for node in live:
-            assert len(node.outstanding) <= 2
+            assert_holds_what_it_may(node, cores)
         step += 1
         now[0] += rng.uniform(0.0, 1.0)
         node = rng.choice(busy)
