@@ -17,7 +17,12 @@ shutdown.  A parked test that does not fit stays parked, its worker idle,
 and no test ever queues behind a test that cannot start.  If the model has
 nothing running, the best parked test starts whatever it asks for, so a
 model that disagrees with the host (other runs hold cores) cannot stall the
-run: the lease layer makes such a test wait for its cores.
+run: the lease layer makes such a test wait for its cores.  One exception
+to "only when the worker asks": with durations recorded, a test no wider
+than the one its worker runs is *chained* (sent together with the test after
+it), so it starts in the running test's cores the moment that one ends,
+without a round trip to the controller; never into cores reserved for a
+waiting test.
 
 **Where the core counts come from.**  The controller collects nothing (xdist
 forbids it), and node ids do not carry markers, so each worker writes the
