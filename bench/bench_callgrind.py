@@ -96,14 +96,19 @@ def main() -> None:
         write_suite(suites["plain"], opts.tests, marked=False)
         write_suite(suites["marked"], opts.tests, marked=True)
         for suite in suites.values():  # warm the bytecode cache
-            subprocess.run([sys.executable, "-m", "pytest", *COMMON], cwd=suite, env=env, capture_output=True)
-        print(f"python {platform.python_version()}, {opts.tests} tests per run, instructions of every process")
+            warm = [sys.executable, "-m", "pytest", *COMMON]
+            subprocess.run(warm, cwd=suite, env=env, capture_output=True, check=False)
+        print(
+            f"python {platform.python_version()}, {opts.tests} tests per run, instructions of every process"
+        )
         print(f"{'arm':<8} {'mode':<7} {'plugin':>15} {'-p no:neuron':>15} {'ratio':>8}")
         for arm in arms:
             for mode in modes:
                 xdist = ["-n", "2"] if mode == "xdist" else []
                 suite = suites["marked" if arm == "marked" else "plain"]
-                neuron = [] if arm == "nopool" else ["--neuron-cores=0-31", f"--neuron-lock-dir={work / 'locks'}"]
+                neuron = (
+                    [] if arm == "nopool" else ["--neuron-cores=0-31", f"--neuron-lock-dir={work / 'locks'}"]
+                )
                 on = instructions(work, f"{arm}-{mode}-on", suite, [*xdist, *neuron], env)
                 off = instructions(work, f"{arm}-{mode}-off", suite, [*xdist, "-p", "no:neuron"], env)
                 print(f"{arm:<8} {mode:<7} {on:>15,} {off:>15,} {on / off:>8.4f}", flush=True)

@@ -453,6 +453,7 @@ def test_waiting_for_cores_does_not_use_the_pytest_timeout_budget(
         pytester,
         "-n",
         "2",
+        "--dist=worksteal",  # starts both at once (the plugin's scheduler would start test_waiter after)
         "--timeout=1",
         "--neuron-scope=test",
         "--neuron-cores=0-3",

@@ -185,10 +185,8 @@ def configure(config: pytest.Config) -> NeuronContext | None:
         _check_workers(context)
         if plan.scope == "test":
             from .reporting import Records
-            from .xdist import hand_out_one_at_a_time
 
             pm.register(Records(), "neuron-records")
-            hand_out_one_at_a_time(config)
     else:
         from .collection import Collection
 
@@ -210,6 +208,11 @@ def configure(config: pytest.Config) -> NeuronContext | None:
 
             # registered up front: a nested run's first test that asks for cores leases the slice
             pm.register(MarkedTests(context), "neuron-marked")
+    if plan.scope == "test":
+        from .collection import cores_of
+        from .scheduler import start_test_scope  # durations, and the xdist scheduler
+
+        start_test_scope(config, plan, context.role, cores_of)
     if plan.value("trace"):
         from .tracing import TracePlugin
 

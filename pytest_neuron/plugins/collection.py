@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from .context import NeuronContext
 
 
+def cores_of(item: pytest.Item) -> int:
+    """The cores ``item`` runs with, once collection classified it."""
+    return item.stash[NEED_KEY].cores
+
+
 class Collection:
     """Classifies every item once; sorts test scope biggest-first; registers what the items call for."""
 
@@ -28,10 +33,10 @@ class Collection:
         for item in items:
             need = item.stash[NEED_KEY] = classify_item(item, pool_size, nodes)
             marked = marked or need.wants
-        if ctx.plan.scope == "test" and ctx.plan.value("order") == "biggest-first":
-            # Big requests first, while the pool is empty: a 32-core test started late waits for
-            # every core to drain.  A stable sort, identical in every xdist worker.
-            items.sort(key=lambda item: item.stash[NEED_KEY].cores, reverse=True)
+        if ctx.plan.scope == "test":
+            from .scheduler import order_items  # the order in effect (plugins/scheduler.py)
+
+            order_items(config, ctx.plan, items, cores_of)
         if marked and not config.pluginmanager.has_plugin("neuron-marked"):
             from .marked import MarkedTests
 

@@ -41,7 +41,10 @@ class Records:
 
 
 def header(context: NeuronContext) -> list[str]:
-    return header_lines(context.plan, context.role, context.config.get_verbosity() > 0)
+    from .scheduler import order_header  # test scope: the order in effect
+
+    lines = header_lines(context.plan, context.role, context.config.get_verbosity() > 0)
+    return lines + order_header(context.config, context.plan, context.role)
 
 
 def summary(context: NeuronContext, workers: Mapping[str, Mapping[str, Any]]) -> list[str]:

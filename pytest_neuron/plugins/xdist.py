@@ -148,15 +148,3 @@ def distributing(config: pytest.Config) -> bool:
     if not config.pluginmanager.hasplugin("xdist"):
         return False
     return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
-
-
-def hand_out_one_at_a_time(config: pytest.Config) -> None:
-    """In test scope, let xdist's load scheduler hand out one test at a time.
-
-    Tests are sorted biggest-first; xdist's default chunks would queue a run
-    of big tests on one worker, and each would then wait for the whole pool
-    to drain again.  One at a time (xdist's own ``--maxschedchunk=1``) keeps
-    the global biggest-first order.  A value the user gave is kept.
-    """
-    if getattr(config.option, "dist", None) == "load" and getattr(config.option, "maxschedchunk", 0) is None:
-        config.option.maxschedchunk = 1
