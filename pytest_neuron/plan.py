@@ -18,6 +18,7 @@ from .handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Topology, TopologyError, detect_host, resolve_topology
+from .watchdog import Controller
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ class RunPlan:
     slice_size: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
     command: str = field(default_factory=lambda: " ".join(sys.argv))
+    controller: Controller | None = None  # in an xdist worker: the controller that started it
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
@@ -161,6 +163,7 @@ def plan_to_json(plan: RunPlan) -> str:
         "slice_size": plan.slice_size,
         "run_id": plan.run_id,
         "command": plan.command,
+        "controller": None if plan.controller is None else asdict(plan.controller),
         "handoff": None
         if plan.handoff is None
         else {
@@ -210,4 +213,5 @@ def plan_from_json(text: str) -> RunPlan:
         slice_size=data["slice_size"],
         run_id=data["run_id"],
         command=data["command"],
+        controller=None if data.get("controller") is None else Controller(**data["controller"]),
     )

@@ -41,6 +41,20 @@ def lease_env(
     return env
 
 
+#: In worker scope, exported only while a test that asked for cores runs (marker or fixture):
+#: torch.distributed's generic ``MASTER_PORT`` changes code that never asked for Neuron cores.
+#: ``NEURON_RT_VISIBLE_CORES``, ``NEURON_RT_ROOT_COMM_ID`` (read only by the Neuron runtime,
+#: which every test of the worker shares) and the hand-off stay set for the worker's life.
+ASKED_ONLY = (MASTER_PORT,)
+
+
+def split_worker_env(env: Mapping[str, str | None]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """A worker-scope slice's variables: those for the whole process, and those for tests that ask."""
+    process = {k: v for k, v in env.items() if k not in ASKED_ONLY}
+    asked = {k: v for k, v in env.items() if k in ASKED_ONLY}
+    return process, asked
+
+
 def settings_env(values: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, str | None]:
     """NEURON_RT_* variables for resolved per-test settings (``None``: leave as is)."""
     env: dict[str, str | None] = {}

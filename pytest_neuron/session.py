@@ -29,7 +29,7 @@ from .envpatch import EnvPatch
 from .handoff import handoff_value
 from .marker import MarkerError, Request, parse_marker
 from .procinfo import open_devices
-from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
+from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env, split_worker_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
 from .state import NeuronCores, NeuronWarning, ProcessState, TestCores
 from .timeout import effective_pytest_timeout
@@ -71,10 +71,11 @@ class NeuronSession:
         self.pinned_message: str | None = None
         self.records: list[tuple[str, str, float, str | None]] = []  # nodeid, cores, wait, worker
         self.trace: Any = None
+        self.asked_env: dict[str, str | None] = {}  # worker scope: set only for tests that ask for cores
         if role == "worker" and plan.topology is not None:
             from .watchdog import watch_parent
 
-            watch_parent()
+            watch_parent(plan.controller)
 
     # -- process-wide slice (worker scope) -------------------------------------------------
     def lease_process_slice(self) -> None:
@@ -97,7 +98,8 @@ class NeuronSession:
             self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease
-        self.state.patch = EnvPatch(self._lease_env(lease)).apply()
+        process_env, self.asked_env = split_worker_env(self._lease_env(lease))
+        self.state.patch = EnvPatch(process_env).apply()
 
     def _lease_env(self, lease: Lease) -> dict[str, str | None]:
         return lease_env(
@@ -197,6 +199,8 @@ class NeuronSession:
         test_cores = TestCores(lease=None, patch=None)
         item.stash[LEASE_KEY] = test_cores
         env = self._test_env(parsed)
+        if self.asked_env and self.state.lease is not None and wants_cores(item):
+            env.update(self.asked_env)
         if self.plan.scope == "test" and self.manager is not None and not isinstance(request, str):
             from .lease import LeaseError, LeaseTimeout, LockDirError
 
@@ -392,7 +396,9 @@ class NeuronSession:
                 self.trace.wait(self.worker or "pytest", start, end, k, self.state.error)
 
     def _check_workers(self) -> None:
-        workers = len(self.config.getoption("tx", None) or [])
+        from .xdist_hooks import count_workers
+
+        workers = count_workers(self.config.getoption("tx", None))
         topo = self.plan.topology
         if not workers or topo is None:
             return
@@ -427,8 +433,17 @@ class NeuronSession:
             return []
         hooks = self.config.pluginmanager.get_plugin("neuron-xdist")
         workers = getattr(hooks, "worker_summaries", {}) if hooks is not None else {}
+        notices = getattr(hooks, "notices", []) if hooks is not None else []
         process = self.process_summary() if self.role == "single" else None
-        return summary_lines(self.plan.scope, self.records, workers, process, self.pinned_message)
+        return summary_lines(
+            self.plan.scope,
+            self.records,
+            workers,
+            process,
+            self.pinned_message,
+            notices=notices,
+            verbosity=self.config.get_verbosity(),
+        )
 
 
 def wants_cores(item: pytest.Item) -> bool:
