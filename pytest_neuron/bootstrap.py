@@ -58,7 +58,19 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
         raise pytest.UsageError(str(exc)) from None
     config.stash[PLAN_KEY] = plan
     config.stash[ROLE_KEY] = "worker" if inherited is not None else ""
+    hand_down_host(config, plan)
     return plan
+
+
+def hand_down_host(config: pytest.Config, plan: RunPlan) -> None:
+    """Export the host this run detected to the runs nested in it, until this config ends."""
+    if plan.host is None or not plan.detected_here:
+        return
+    from .envpatch import EnvPatch
+    from .hostcache import HOST_ENV, host_value
+
+    patch = EnvPatch({HOST_ENV: host_value(plan.host)}).apply()
+    config.add_cleanup(patch.restore)
 
 
 ROLE_KEY = pytest.StashKey[str]()
@@ -111,6 +123,9 @@ def start(config: pytest.Config, *, early: bool) -> NeuronSession:
     if session.plan.topology is not None:
         try:
             prepare_domain(session.plan.lock_root, session.plan.lock_source)
+            from .nested import sweep_nested
+
+            sweep_nested(session.plan.lock_root)  # nested domains of holders that are gone
         except LockDirError as exc:
             raise pytest.UsageError(str(exc)) from None
     if session.role in ("single", "worker") and session.plan.scope == "worker" and _runs_tests(option):

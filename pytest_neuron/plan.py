@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .handoff import Handoff, inherited_handoff
+from .hostcache import inherited_host
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
-from .topology import Topology, TopologyError, detect_host, resolve_topology
+from .topology import Host, Topology, TopologyError, detect_host, resolve_topology
 from .watchdog import Controller
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class RunPlan:
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
     command: str = field(default_factory=lambda: " ".join(sys.argv))
     controller: Controller | None = None  # in an xdist worker: the controller that started it
+    #: what host detection found, and whether it ran here (else it was handed down)
+    host: Host | None = None
+    detected_here: bool = False
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
@@ -104,14 +108,22 @@ def build_plan(
     elif (ini_cores := ini("neuron_cores")) and ini_cores.strip():
         explicit = (ini_cores, "ini neuron_cores")
     handoff = inherited_handoff(env)
+    found: list[tuple[Host | None, bool]] = []  # (host, detected here), once detection ran
     if detect is None:
         root = Path(env.get(HOST_ROOT_ENV, "/"))
         command = tuple(env[NEURON_LS_ENV].split()) if env.get(NEURON_LS_ENV) else None
 
         def detect() -> Any:
+            inherited = inherited_host(env)
+            if inherited is not None:
+                found.append((inherited, False))
+                return inherited
             if command is not None:
-                return detect_host(root=root, neuron_ls=command, env=env)
-            return detect_host(root=root, env=env)
+                host = detect_host(root=root, neuron_ls=command, env=env)
+            else:
+                host = detect_host(root=root, env=env)
+            found.append((host, True))
+            return host
 
     topology = resolve_topology(explicit=explicit, env=env, detect=detect)
     if handoff is not None and topology is not None and not handoff.cores.issuperset(topology.cores):
@@ -132,7 +144,8 @@ def build_plan(
     if handoff is not None:
         for name in handoff.plugin_vars:
             user_env.pop(name, None)
-    return RunPlan(topology, settings, user_env, handoff)
+    host, here = found[0] if found else (None, False)
+    return RunPlan(topology, settings, user_env, handoff, host=host, detected_here=here)
 
 
 def _resolve(

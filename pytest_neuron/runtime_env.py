@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .coreset import format_coreset
 from .handoff import HANDOFF_ENV
+from .hostcache import HOST_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -15,7 +16,7 @@ VISIBLE = "NEURON_RT_VISIBLE_CORES"
 ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512
-OTHER_VARS = (MASTER_PORT, HANDOFF_ENV)
+OTHER_VARS = (MASTER_PORT, HANDOFF_ENV, HOST_ENV)
 PORT_VARS = (ROOT_COMM_ID, MASTER_PORT)  # derived per lease unless the user set them
 
 

@@ -129,6 +129,7 @@ class NeuronSession:
                 self.state.pinned.append(lease)  # the process exit releases it
             else:
                 self.manager.release(lease)
+                self._drop_nested(lease)
 
     # -- configuration -----------------------------------------------------------------------
     def resolve_test_defaults(self) -> None:
@@ -228,6 +229,13 @@ class NeuronSession:
             if test_cores.lease is not None:
                 self._end_test_lease(item, test_cores.lease)
 
+    @staticmethod
+    def _drop_nested(lease: Lease) -> None:
+        """The lease ended: the nested domain it handed down goes too (issue 16)."""
+        from .nested import drop_my_nested_domain
+
+        drop_my_nested_domain(lease.domain)
+
     def _end_test_lease(self, item: pytest.Item, lease: Lease) -> None:
         assert self.manager is not None
         # A device open now pins this lease's cores, unless an earlier test already
@@ -238,6 +246,7 @@ class NeuronSession:
             self.trace.release(lease, pinned=bool(devices))
         if not devices:
             self.manager.release(lease)
+            self._drop_nested(lease)
             return
         self.state.pinned.append(lease)
         if not self.pin_warned:
