@@ -71,7 +71,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     from .plugins.reporting import summary
 
     hooks = config.pluginmanager.get_plugin("neuron-xdist")
-    lines = summary(context, getattr(hooks, "worker_summaries", {}))
+    lines = summary(context, getattr(hooks, "worker_summaries", {}), getattr(hooks, "notices", []))
     if lines:
         terminalreporter.section("neuron")
         for line in lines:

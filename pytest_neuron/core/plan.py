@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..host.hostcache import inherited_host
+from ..host.watchdog import Controller
 from ..locks.handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
-from .topology import Topology, TopologyError, detect_host, resolve_topology
+from .topology import Host, Topology, TopologyError, detect_host, resolve_topology
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -37,9 +39,19 @@ class RunPlan:
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
     command: str = field(default_factory=lambda: " ".join(sys.argv))
     run_pool: int | None = None  # the whole pool's size, when ``topology`` is a worker's slice of it
+    controller: Controller | None = None  # in an xdist worker: the controller that started it
+    #: what host detection found, and whether it ran here (else it was handed down)
+    host: Host | None = None
+    detected_here: bool = False
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
+
+    @property
+    def nested(self) -> bool:
+        """A run nested in a lease it inherited (not a worker of a run's reservation): it leases
+        only when a test asks for cores."""
+        return self.handoff is not None and self.run_pool is None and self.scope == "worker"
 
     @property
     def pool_size(self) -> int | None:
@@ -110,14 +122,22 @@ def build_plan(
     elif (ini_cores := ini("neuron_cores")) and ini_cores.strip():
         explicit = (ini_cores, "ini neuron_cores")
     handoff = inherited_handoff(env)
+    found: list[tuple[Host | None, bool]] = []  # (host, detected here), once detection ran
     if detect is None:
         root = Path(env.get(HOST_ROOT_ENV, "/"))
         command = tuple(env[NEURON_LS_ENV].split()) if env.get(NEURON_LS_ENV) else None
 
         def detect() -> Any:
+            inherited = inherited_host(env)
+            if inherited is not None:
+                found.append((inherited, False))
+                return inherited
             if command is not None:
-                return detect_host(root=root, neuron_ls=command, env=env)
-            return detect_host(root=root, env=env)
+                host = detect_host(root=root, neuron_ls=command, env=env)
+            else:
+                host = detect_host(root=root, env=env)
+            found.append((host, True))
+            return host
 
     topology = resolve_topology(explicit=explicit, env=env, detect=detect)
     if handoff is not None and topology is not None and not handoff.cores.issuperset(topology.cores):
@@ -138,7 +158,8 @@ def build_plan(
     if handoff is not None:
         for name in handoff.plugin_vars:
             user_env.pop(name, None)
-    return RunPlan(topology, settings, user_env, handoff)
+    host, here = found[0] if found else (None, False)
+    return RunPlan(topology, settings, user_env, handoff, host=host, detected_here=here)
 
 
 def _resolve(
@@ -170,6 +191,7 @@ def plan_to_json(plan: RunPlan) -> str:
         "run_id": plan.run_id,
         "command": plan.command,
         "run_pool": plan.run_pool,
+        "controller": None if plan.controller is None else asdict(plan.controller),
         "handoff": None
         if plan.handoff is None
         else {
@@ -220,4 +242,5 @@ def plan_from_json(text: str) -> RunPlan:
         run_id=data["run_id"],
         command=data["command"],
         run_pool=data.get("run_pool"),
+        controller=None if data.get("controller") is None else Controller(**data["controller"]),
     )

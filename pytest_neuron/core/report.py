@@ -47,43 +47,54 @@ def summary_lines(
     workers: Mapping[str, Mapping[str, Any]],
     process: Mapping[str, Any] | None,
     pinned: str | None,
+    *,
+    notices: Sequence[str] = (),
+    verbosity: int = 0,
 ) -> list[str]:
-    """Per worker its cores; in test scope the total and the longest waits."""
-    lines: list[str] = []
+    """Per worker its cores; in test scope the total and the longest waits.
+
+    pytest's conventions: at ``-q`` (verbosity -1) only what went wrong or
+    differs from what was asked (errors, pinned cores, long waits, notices);
+    at ``-qq`` nothing.
+    """
+    if verbosity < -1:
+        return []
+    info: list[str] = []  # what a quiet run leaves out
+    problems: list[str] = list(notices)
     slices: dict[str, str] = {}
-    for worker, info in sorted(workers.items()):
-        if info.get("cores"):
-            slices[worker] = str(info["cores"])
-        elif info.get("error"):
-            lines.append(f"{worker}: {info['error']}")
-        if info.get("pinned"):
-            lines.append(f"{worker}: {info['pinned']}")
+    for worker, info_ in sorted(workers.items()):
+        if info_.get("cores"):
+            slices[worker] = str(info_["cores"])
+        elif info_.get("error"):
+            problems.append(f"{worker}: {info_['error']}")
+        if info_.get("pinned"):
+            problems.append(f"{worker}: {info_['pinned']}")
     if scope == "worker":
         for _, cores, _, name in records:
             if name and name not in slices:
                 slices[name] = cores
         if slices:
-            lines.insert(0, "cores per worker: " + ", ".join(f"{w} {c}" for w, c in sorted(slices.items())))
+            info.append("cores per worker: " + ", ".join(f"{w} {c}" for w, c in sorted(slices.items())))
         elif process and process.get("cores"):
-            lines.insert(0, f"this process held cores {process['cores']}")
+            info.append(f"this process held cores {process['cores']}")
         if process and process.get("error"):
-            lines.append(str(process["error"]))
+            problems.append(str(process["error"]))
     elif records:
         total = sum(wait for _, _, wait, _ in records)
-        lines.append(
+        info.append(
             f"{len(records)} test{'s' if len(records) != 1 else ''} leased cores; total wait {total:.1f}s"
         )
         longest = sorted(records, key=lambda r: -r[2])[:3]
         if longest[0][2] > 0.05:
-            lines.append(
+            info.append(
                 "longest waits: " + ", ".join(f"{n} {w:.1f}s ({c})" for n, c, w, _ in longest if w > 0.05)
             )
         slow = [r for r in records if r[2] > LONG_WAIT]
         if slow:
-            lines.append(
+            problems.append(
                 f"{len(slow)} test{'s' if len(slow) != 1 else ''} waited over {LONG_WAIT:g}s for cores: "
                 "the pool is busy (see `python -m pytest_neuron status`)"
             )
     if pinned:
-        lines.append(pinned)
-    return lines
+        problems.append(pinned)
+    return problems if verbosity < 0 else info + problems

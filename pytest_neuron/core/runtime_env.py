@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..host.hostcache import HOST_ENV
 from ..locks.handoff import HANDOFF_ENV
 from .coreset import format_coreset
 
@@ -16,7 +17,7 @@ ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512
 MAX_PORT = 65535
-OTHER_VARS = (MASTER_PORT, HANDOFF_ENV)
+OTHER_VARS = (MASTER_PORT, HANDOFF_ENV, HOST_ENV)
 PORT_VARS = (ROOT_COMM_ID, MASTER_PORT)  # derived per lease unless the user set them
 
 
@@ -44,6 +45,20 @@ def lease_env(
     if MASTER_PORT not in user_env:
         env[MASTER_PORT] = str(port_base + MASTER_PORT_OFFSET + offset)
     return env
+
+
+#: In worker scope, exported only while a test that asked for cores runs (marker or fixture):
+#: torch.distributed's generic ``MASTER_PORT`` changes code that never asked for Neuron cores.
+#: ``NEURON_RT_VISIBLE_CORES``, ``NEURON_RT_ROOT_COMM_ID`` (read only by the Neuron runtime,
+#: which every test of the worker shares) and the hand-off stay set for the worker's life.
+ASKED_ONLY = (MASTER_PORT,)
+
+
+def split_worker_env(env: Mapping[str, str | None]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """A worker-scope slice's variables: those for the whole process, and those for tests that ask."""
+    process = {k: v for k, v in env.items() if k not in ASKED_ONLY}
+    asked = {k: v for k, v in env.items() if k in ASKED_ONLY}
+    return process, asked
 
 
 def settings_env(values: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, str | None]:

@@ -2,21 +2,61 @@
 
 An orphaned worker still running a long test keeps its cores (the runtime's
 and the locks), which is the "stale process" problem Neuron users report
-most.  The watchdog notices within ``interval`` seconds that the parent is
-gone (the worker was re-parented), stops the worker's descendants (SIGTERM,
-then SIGKILL after ``grace``) and exits the worker; the kernel then drops its
-locks.
+most.  No thread and no polling: the worker asks the kernel
+(``prctl(PR_SET_PDEATHSIG)``) to send it :data:`ORPHAN_SIGNAL` when its
+parent, the controller, dies, and checks once, right after asking, that the
+controller is still its parent (it may have died before).  The signal's
+handler stops the worker's descendants (SIGTERM, then SIGKILL after
+``grace``) and exits the worker; the kernel then drops its locks.
+
+Nothing here calls ``time.sleep`` or runs while tests run, so a test that
+mocks ``time.sleep`` or counts threads sees nothing of it.  The handler runs
+in the worker's main thread as soon as it executes Python code again: a
+blocking call (``time.sleep``, a subprocess wait, a read) is interrupted at
+once; only C code that retries interrupted calls itself delays it.
+
+The watchdog is armed only where the controller is the worker's parent on the
+same host (xdist's ``popen`` gateways); other gateways are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procinfo import is_running, my_starttime
 
 ORPHAN_EXIT_CODE = 75
+#: A real-time signal: no test suite or library installs a handler for it by chance.
+ORPHAN_SIGNAL = signal.SIGRTMAX - 2
+PR_SET_PDEATHSIG = 1
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class Controller:
+    """The xdist controller as its workers know it (it travels in the plan)."""
+
+    boot_id: str
+    pid: int
+    starttime: int | None
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def this_process() -> Controller:
+    return Controller(boot_id(), os.getpid(), my_starttime())
 
 
 def descendants(pid: int) -> list[int]:
@@ -46,9 +86,10 @@ def stop_descendants(grace: float) -> None:
     for pid in victims:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
+    pause = threading.Event()  # not time.sleep: a test may have mocked it
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
-        time.sleep(0.05)
+        pause.wait(0.05)
     for pid in descendants(os.getpid()):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -63,16 +104,47 @@ def _alive(pid: int) -> bool:
     return raw[raw.rfind(")") + 2] not in "ZX"
 
 
-def watch_parent(*, interval: float = 0.5, grace: float = 2.0) -> threading.Thread:
-    """Start a daemon thread that ends this process when its parent is gone."""
-    parent = os.getppid()
+def set_parent_death_signal(signum: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, signum)`` through libc; False where it is not available."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return int(prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
 
-    def run() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
+
+def orphaned(grace: float) -> None:
+    """Stop every descendant and exit this process (it never returns)."""
+    try:
         stop_descendants(grace)
+    finally:
         os._exit(ORPHAN_EXIT_CODE)
 
-    thread = threading.Thread(target=run, name="pytest-neuron-watchdog", daemon=True)
-    thread.start()
-    return thread
+
+def watch_parent(controller: Controller | None, *, grace: float = 2.0) -> bool:
+    """End this process (see the module docstring) when ``controller``, its parent, dies.
+
+    Returns whether the watchdog is armed.  A controller on another host, or
+    that is not this process's parent, is not watched; one that is already
+    gone ends this process at once.
+    """
+    if controller is None or controller.boot_id != boot_id():
+        return False
+    if os.getppid() != controller.pid:
+        if not is_running(controller.pid, controller.starttime):
+            orphaned(grace)
+        return False  # a gateway of another kind: its parent is not the controller
+    try:
+        if signal.getsignal(ORPHAN_SIGNAL) not in (signal.SIG_DFL, None):
+            return False  # someone else's handler: leave it alone
+        signal.signal(ORPHAN_SIGNAL, lambda signum, frame: orphaned(grace))
+    except ValueError:  # not the main thread
+        return False
+    if not set_parent_death_signal(ORPHAN_SIGNAL):
+        signal.signal(ORPHAN_SIGNAL, signal.SIG_DFL)
+        return False
+    if os.getppid() != controller.pid:  # it died before the kernel knew to tell us
+        orphaned(grace)
+    return True

@@ -75,7 +75,19 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
         raise pytest.UsageError(str(exc)) from None
     config.stash[PLAN_KEY] = plan
     config.stash[INHERITED_KEY] = inherited is not None
+    hand_down_host(config, plan)
     return plan
+
+
+def hand_down_host(config: pytest.Config, plan: RunPlan) -> None:
+    """Export the host this run detected to the runs nested in it, until this config ends."""
+    if plan.host is None or not plan.detected_here:
+        return
+    from ..host.envpatch import EnvPatch
+    from ..host.hostcache import HOST_ENV, host_value
+
+    patch = EnvPatch({HOST_ENV: host_value(plan.host)}).apply()
+    config.add_cleanup(patch.restore)
 
 
 def _distributing_early(option: Callable[[str], Any]) -> bool | None:
@@ -142,12 +154,15 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
 
     try:
         context.manager.prepare()
+        from ..locks.nested import sweep_nested
+
+        sweep_nested(plan.lock_root)  # nested domains of holders that are gone
     except LockDirError as exc:
         raise pytest.UsageError(str(exc)) from None
     if role == "worker":
         from ..host.watchdog import watch_parent
 
-        watch_parent()
+        watch_parent(plan.controller)
     if role != "controller" and plan.scope == "worker" and runs_tests(_option(config, early)):
         if context.lazy:
             pass  # nested in a lease: the first test that asks for cores leases (plugins/marked.py)
@@ -225,8 +240,9 @@ def configure(config: pytest.Config) -> NeuronContext | None:
 
 def _check_workers(context: NeuronContext) -> None:
     from ..core.coreset import format_coreset
+    from .xdist import count_workers
 
-    workers = len(context.config.getoption("tx", None) or [])
+    workers = count_workers(context.config.getoption("tx", None))
     plan = context.plan
     topo = plan.topology
     if not workers or topo is None:

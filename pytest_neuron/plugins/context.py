@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
-from ..core.runtime_env import PORT_VARS, VISIBLE, lease_env, neuron_environ, settings_env
+from ..core.runtime_env import PORT_VARS, VISIBLE, lease_env, neuron_environ, settings_env, split_worker_env
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
 from ..core.waiting import FIRST_NOTICE, REPEAT_NOTICE, HolderView, gave_up_message, waiting_line
 from ..host.envpatch import EnvPatch
@@ -119,13 +119,14 @@ class NeuronContext:
         self.pinned_by: str | None = None
         self.trace: Any = None
         self.exported: dict[str, str | None] = {}
+        self.asked_env: dict[str, str | None] = {}  # worker scope: set only for tests that ask for cores
         self.overrides: dict[str, tuple[str | None, str | None]] = {}
         self.gave_up: str | None = None  # test scope: the first wait that timed out in this process
         # A run nested in a lease (a pytester run, a pytest started by a test) leases only when a
         # test asks for cores: its parent's cores are its process tree's already, a config that
         # runs no test must not take them from a sibling, and more workers than cores is fine.
         # (A worker of a run's reservation is not nested: the controller assigned its slice.)
-        self.lazy = plan.handoff is not None and plan.run_pool is None and plan.scope == "worker"
+        self.lazy = plan.nested
 
     @property
     def plan(self) -> RunPlan:
@@ -196,7 +197,8 @@ class NeuronContext:
             self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease
-        self.export(self.lease_env(lease))
+        process_env, self.asked_env = split_worker_env(self.lease_env(lease))
+        self.export(process_env)
 
     def export(self, env: Mapping[str, str | None]) -> None:
         """Set ``env`` for the rest of the process (restored at unconfigure) and remember it."""
@@ -231,7 +233,14 @@ class NeuronContext:
         if pinned:
             self.state.pinned.append(lease)  # the process exit releases it
         else:
-            self.manager.release(lease)
+            self.release(lease)
+
+    def release(self, lease: Lease) -> None:
+        """Give ``lease`` back; the nested lock domain it handed down goes with it."""
+        self.manager.release(lease)
+        from ..locks.nested import drop_my_nested_domain
+
+        drop_my_nested_domain(lease.domain)
 
     # -- per-test settings -----------------------------------------------------------------
     def resolve_test_defaults(self) -> None:
@@ -258,8 +267,12 @@ class NeuronContext:
         return settings_env({s.name: self.test_defaults[s.name].value for s in TEST_SETTINGS}, RUNTIME_VARS)
 
     def marker_env(self, need: Need) -> dict[str, str | None]:
-        """The variables a marked test's own settings change (nothing when it gave none)."""
-        return settings_env(dict(need.settings), RUNTIME_VARS) if need.settings else {}
+        """The variables of a test that asked for cores, in worker scope: its marker's settings, and
+        what the slice sets only for such tests (``MASTER_PORT``, see core/runtime_env.py)."""
+        env = dict(self.asked_env)
+        if need.settings:
+            env.update(settings_env(dict(need.settings), RUNTIME_VARS))
+        return env
 
     def test_env(self, need: Need) -> dict[str, str | None]:
         """Every per-test variable of ``need``: its marker's settings over the defaults."""

@@ -74,9 +74,12 @@ class MarkedTests:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         need = need_of(item, self.pool_size)
-        if not (self.worker_scope and need.settings):
+        if not (self.worker_scope and need.wants):
             return (yield)  # test scope sets every per-test variable with the lease
-        patch = EnvPatch(self.context.marker_env(need)).apply()
+        env = self.context.marker_env(need)
+        if not env:
+            return (yield)
+        patch = EnvPatch(env).apply()
         try:
             return (yield)
         finally:

@@ -47,7 +47,9 @@ def header(context: NeuronContext) -> list[str]:
     return lines + order_header(context.config, context.plan, context.role)
 
 
-def summary(context: NeuronContext, workers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def summary(
+    context: NeuronContext, workers: Mapping[str, Mapping[str, Any]], notices: list[str]
+) -> list[str]:
     if context.role == "worker" or context.plan.topology is None:
         return []
     if context.role == "single" and context.plan.scope == "worker" and context.state.error:
@@ -55,7 +57,15 @@ def summary(context: NeuronContext, workers: Mapping[str, Mapping[str, Any]]) ->
     plugin = context.config.pluginmanager.get_plugin("neuron-records")
     records = plugin.records if isinstance(plugin, Records) else []
     process = context.process_summary() if context.role == "single" else None
-    return summary_lines(context.plan.scope, records, workers, process, context.pinned_message)
+    return summary_lines(
+        context.plan.scope,
+        records,
+        workers,
+        process,
+        context.pinned_message,
+        notices=notices,
+        verbosity=context.config.get_verbosity(),
+    )
 
 
 def report_overrides(context: NeuronContext) -> None:

@@ -108,7 +108,7 @@ class TestLeases:
         if ctx.trace is not None:
             ctx.trace.release(lease, pinned=bool(devices))
         if not devices:
-            ctx.manager.release(lease)
+            ctx.release(lease)
             return
         ctx.state.pinned.append(lease)
         ctx.pinned_by = item.nodeid
