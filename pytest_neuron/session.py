@@ -27,11 +27,11 @@ import pytest
 from .coreset import format_coreset
 from .envpatch import EnvPatch
 from .handoff import handoff_value
-from .marker import MarkerError, Request, parse_marker
+from .marker import MarkerError, Request, call_params, parse_marker
 from .procinfo import open_devices
-from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
+from .runtime_env import PORT_VARS, lease_env, lease_key, process_slice_env, settings_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
-from .state import NeuronCores, NeuronWarning, ProcessState, TestCores
+from .state import NeuronCores, NeuronWarning, ProcessState, TestCores, neuron_cores_of
 from .timeout import effective_pytest_timeout
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class NeuronSession:
             self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease
-        self.state.patch = EnvPatch(self._lease_env(lease)).apply()
+        self.state.patch = EnvPatch(process_slice_env(self._lease_env(lease), lease.cores, topo)).apply()
 
     def _lease_env(self, lease: Lease) -> dict[str, str | None]:
         return lease_env(
@@ -111,6 +111,7 @@ class NeuronSession:
                 lease.cores,
                 plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
             ),
+            key=lease_key(self.plan.run_id, lease.lease_id),
         )
 
     def release_process_slice(self) -> None:
@@ -153,7 +154,11 @@ class NeuronSession:
         topo = self.plan.topology
         try:
             request: Request | str = parse_marker(
-                marker.args, marker.kwargs, nodeid=item.nodeid, pool_size=None if topo is None else topo.size
+                marker.args,
+                marker.kwargs,
+                nodeid=item.nodeid,
+                pool_size=None if topo is None else topo.size,
+                params=call_params(item),
             )
         except MarkerError as exc:
             request = str(exc)
@@ -340,11 +345,22 @@ class NeuronSession:
         lease = self.state.lease
         return lease, 0.0 if lease is None else lease.wait_seconds
 
+    def _lnc_of(self, item: pytest.Item) -> int:
+        topo = self.plan.topology
+        return 1 if topo is None else topo.lnc
+
     def cores_for(self, item: pytest.Item) -> NeuronCores | None:
         lease, wait = self._lease_of(item)
         if lease is None:
             return None
-        return NeuronCores(lease.cores, lease.visible_cores, neuron_environ(), wait)
+        return neuron_cores_of(
+            lease,
+            wait,
+            run_id=self.plan.run_id,
+            port_base=int(self.plan.value("port_base")),
+            user_env=self.plan.user_env,
+            lnc=self._lnc_of(item),
+        )
 
     def pytest_unconfigure(self) -> None:
         self.release_process_slice()
