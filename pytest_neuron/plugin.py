@@ -11,6 +11,8 @@ from .marker import MARKER_DOC
 from .options import add_options
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .state import NeuronCores
 
 
@@ -67,3 +69,15 @@ def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     if cores is None:
         pytest.skip("no Neuron cores for this test: no pool (pass --neuron-cores to simulate one)")
     return cores
+
+
+@pytest.fixture
+def neuron_work_dir(neuron_cores: NeuronCores, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of this lease's own, unique across runs on the host (named after its key).
+
+    Tests that share a lease (a worker's slice) share it, so compile artifacts are reused
+    within the lease; another lease, of this run or another, never sees it.
+    """
+    path = tmp_path_factory.getbasetemp() / f"neuron-{neuron_cores.key}"
+    path.mkdir(exist_ok=True)
+    return path
