@@ -53,7 +53,9 @@ def window(first: int, size: int, *, lnc: int = 1, env: dict[str, str] | None = 
         (3, 1, 1, 1, [("3", (3,), 1515)]),
     ],
 )
-def test_parts(first: int, size: int, lnc: int, n: int, expected: list[tuple[str, tuple[int, ...], int]]) -> None:
+def test_parts(
+    first: int, size: int, lnc: int, n: int, expected: list[tuple[str, tuple[int, ...], int]]
+) -> None:
     parts = window(first, size, lnc=lnc).split(n)
     got = [(p.visible_cores, p.physical, p.port) for p in parts]
     assert got == expected
@@ -164,7 +166,14 @@ def test_client_and_server_each_get_a_core_in_two_concurrent_runs(
     records = tmp_path / "records.jsonl"
     pytester.makepyfile(test_cs=CLIENT_SERVER)
     env = {**os.environ, "RECORDS": str(records)}
-    args = [*BASE_ARGS, "-n", "2", "--neuron-cores=0-7", "--neuron-scope=test", f"--neuron-lock-dir={lock_dir}"]
+    args = [
+        *BASE_ARGS,
+        "-n",
+        "2",
+        "--neuron-cores=0-7",
+        "--neuron-scope=test",
+        f"--neuron-lock-dir={lock_dir}",
+    ]
     import subprocess
     import sys
 
@@ -219,8 +228,12 @@ def test_key_and_work_dir_are_unique_across_runs_and_leases(
     records = tmp_path / "records.txt"
     monkeypatch.setenv("RECORDS", str(records))
     pytester.makeconftest(WORK_DIR_CONFTEST)
-    pytester.makepyfile(test_wd=WORK_DIR_TESTS.replace("CONFIGURE_KEY", "__import__('conftest').CONFIGURE_KEY"))
-    pytester.makepyfile(test_wd2=WORK_DIR_TESTS.replace("CONFIGURE_KEY", "__import__('conftest').CONFIGURE_KEY"))
+    pytester.makepyfile(
+        test_wd=WORK_DIR_TESTS.replace("CONFIGURE_KEY", "__import__('conftest').CONFIGURE_KEY")
+    )
+    pytester.makepyfile(
+        test_wd2=WORK_DIR_TESTS.replace("CONFIGURE_KEY", "__import__('conftest').CONFIGURE_KEY")
+    )
     for _ in range(2):
         result = pytester.runpytest_subprocess(
             *BASE_ARGS,

@@ -82,8 +82,6 @@ def test_with_pytest_timeout_loaded_the_same_suite_clashes(pytester: pytest.Pyte
     """The premise: the clash is pytest-timeout's own, so the plugin must not force it on a suite."""
     pytester.makeconftest(OWN_TIMEOUT_CONFTEST)
     pytester.makepyfile(test_own=OWN_TIMEOUT_TESTS)
-    result = pytester.runpytest_subprocess(
-        *BASE_ARGS, "-p", "no:neuron", "--timeout=7", timeout=60
-    )
+    result = pytester.runpytest_subprocess(*BASE_ARGS, "-p", "no:neuron", "--timeout=7", timeout=60)
     assert result.ret != pytest.ExitCode.OK
     assert re.search(r"already used|conflicting option string: --timeout", "\n".join(result.errlines))
