@@ -656,7 +656,8 @@ def test_fields(neuron_cores):
     assert env["NEURON_RT_ROOT_COMM_ID"] == f"localhost:{{30000 + cores[0]}}"
     assert env["MASTER_PORT"] == "29555"  # set by the user: left alone
     assert env == {{k: v for k, v in os.environ.items()
-                    if k.startswith("NEURON_") or k in ("MASTER_PORT", "PYTEST_NEURON_LEASE", "PYTEST_NEURON_KEY")}}
+                    if k.startswith("NEURON_")
+                    or k in ("MASTER_PORT", "PYTEST_NEURON_LEASE", "PYTEST_NEURON_KEY")}}
     assert "holds cores " + neuron_cores.visible_cores in run_fake_runtime(env)
 """
 

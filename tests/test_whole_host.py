@@ -29,7 +29,8 @@ if visible:  # the remap_visible_cores rule
     cores = sorted(parse_coreset(visible, "NEURON_RT_VISIBLE_CORES"))
     if not (len(cores) <= 1 and world == 1):
         if len(cores) != world:
-            sys.exit(f"LOCAL_WORLD_SIZE={world} is not equal to count {len(cores)} from NEURON_RT_VISIBLE_CORES {cores}")
+            sys.exit(f"LOCAL_WORLD_SIZE={world} is not equal to count {len(cores)} "
+                     f"from NEURON_RT_VISIBLE_CORES {cores}")
         os.environ["NEURON_RT_VISIBLE_CORES"] = str(cores[rank])
 else:
     os.environ["NEURON_RT_VISIBLE_CORES"] = str(rank)
@@ -44,8 +45,9 @@ def launch(world_size, tmp_path):
     # one process per rank, as optimum-neuron's distributed test launcher starts them
     rank = tmp_path / "rank.py"
     rank.write_text(RANK)
+    env = {**os.environ, "LOCAL_WORLD_SIZE": str(world_size)}
     procs = [subprocess.Popen([sys.executable, str(rank)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(world_size)})
+                              text=True, env={**env, "LOCAL_RANK": str(r)})
              for r in range(world_size)]
     outs = [p.communicate(timeout=60) for p in procs]
     for p, (out, err) in zip(procs, outs):
