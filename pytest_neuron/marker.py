@@ -15,10 +15,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 MARKER_DOC = (
-    "neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, validate_hash=None): "
+    "neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, validate_hash=None, lnc=None): "
     "run this test with `cores` NeuronCores of its own (a contiguous window; @pytest.mark.neuron(4) "
     'means 4 cores; cores="tp_degree" takes the count from that parametrize argument) and, when '
-    "given, these NEURON_RT_* runtime settings. See pytest-neuron's docs."
+    "given, these NEURON_RT_* runtime settings; lnc=2 numbers the window at that logical NeuronCore "
+    "config. See pytest-neuron's docs."
 )
 KEYWORDS = ("cores", *(spec.name for spec in TEST_SETTINGS))
 
@@ -35,20 +36,22 @@ class Request:
     settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def _from_parameter(name: str, params: Mapping[str, object] | None, where: str) -> tuple[object, str]:
+def _from_parameter(
+    name: str, params: Mapping[str, object] | None, where: str, *, keyword: str = "cores"
+) -> tuple[object, str]:
     """``cores="tp_degree"``: the value of this test's parameter ``tp_degree``."""
     if not params:
         raise MarkerError(
-            f"{where}: cores={name!r} names a parameter, but this test is not parametrized; "
-            "expected an int >= 1, or the name of one of its parametrize arguments"
+            f"{where}: {keyword}={name!r} names a parameter, but this test is not parametrized; "
+            "expected an int, or the name of one of its parametrize arguments"
         )
     if name not in params:
         raise MarkerError(
-            f"{where}: cores={name!r} is not a parameter of this test; its parameters: "
+            f"{where}: {keyword}={name!r} is not a parameter of this test; its parameters: "
             + ", ".join(sorted(params))
         )
     value = params[name]
-    return value, f"cores={name!r} (the test's parameter {name}={value!r})"
+    return value, f"{keyword}={name!r} (the test's parameter {name}={value!r})"
 
 
 def parse_marker(
@@ -58,6 +61,7 @@ def parse_marker(
     nodeid: str,
     pool_size: int | None,
     params: Mapping[str, object] | None = None,
+    pool_lnc: int = 1,
 ) -> Request:
     """Validate ``@pytest.mark.neuron(*args, **kwargs)`` of test ``nodeid``.
 
@@ -83,17 +87,24 @@ def parse_marker(
         )
     if cores < 1:
         raise MarkerError(f"{where}: {given} must be at least 1")
-    if pool_size is not None and cores > pool_size:
-        raise MarkerError(f"{where}: {given} is more than the pool's {pool_size} cores")
+
     settings: dict[str, object] = {}
     for spec in TEST_SETTINGS:
         value = kwargs.get(spec.name)
         if value is None:
             continue
+        if spec.name == "lnc" and isinstance(value, str) and not value.strip().isdigit():
+            value, _ = _from_parameter(value, params, where, keyword="lnc")
         try:
             settings[spec.name] = spec.parse(value, f"{where} ({spec.name}=)")
         except SettingError as exc:
             raise MarkerError(str(exc)) from None
+    lnc = settings.get("lnc")
+    if pool_size is not None:
+        size = pool_size if lnc is None or lnc == pool_lnc else pool_size * pool_lnc // int(str(lnc))
+        at = "" if lnc is None or lnc == pool_lnc else f" at lnc={lnc}"
+        if cores > size:
+            raise MarkerError(f"{where}: {given} is more than the pool's {size} cores{at}")
     return Request(cores=cores, settings=settings)
 
 

@@ -27,12 +27,14 @@ import pytest
 from .coreset import format_coreset
 from .envpatch import EnvPatch
 from .handoff import handoff_value
+from .lnc import LncLeases, lnc_problem, run_lnc_problem
 from .marker import MarkerError, Request, call_params, parse_marker
 from .procinfo import open_devices
 from .runtime_env import PORT_VARS, lease_env, lease_key, process_slice_env, settings_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
 from .state import NeuronCores, NeuronWarning, ProcessState, TestCores, neuron_cores_of
 from .timeout import effective_pytest_timeout
+from .topology import TopologyError
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -65,6 +67,7 @@ class NeuronSession:
             self.manager = LeaseManager(
                 plan.lock_root, plan.topology, source=plan.lock_source, command=plan.command
             )
+            self.leases = LncLeases(self.manager, LeaseManager, plan.lock_root)  # test scope, per-test LNC
         self.test_defaults: dict[str, Resolved[Any]] = {}
         self.device_prefix = os.environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
         self.pin_warned = False
@@ -159,6 +162,7 @@ class NeuronSession:
                 nodeid=item.nodeid,
                 pool_size=None if topo is None else topo.size,
                 params=call_params(item),
+                pool_lnc=1 if topo is None else topo.lnc,
             )
         except MarkerError as exc:
             request = str(exc)
@@ -208,10 +212,14 @@ class NeuronSession:
             k = parsed.cores if parsed is not None else 1
             started = time.time()
             try:
-                lease = self.manager.acquire(
-                    k, timeout=float(self.plan.value("wait_timeout")), worker=self.worker, test=item.nodeid
+                lease = self.leases.acquire(
+                    k,
+                    self._lnc_of(item),
+                    timeout=float(self.plan.value("wait_timeout")),
+                    worker=self.worker,
+                    test=item.nodeid,
                 )
-            except (LeaseTimeout, LeaseError, LockDirError) as exc:
+            except (LeaseTimeout, LeaseError, LockDirError, TopologyError) as exc:
                 test_cores.error = str(exc)
                 if self.trace is not None:
                     self.trace.wait(item.nodeid, started, time.time(), k, str(exc))
@@ -238,7 +246,7 @@ class NeuronSession:
         if self.trace is not None:
             self.trace.release(lease, pinned=bool(devices))
         if not devices:
-            self.manager.release(lease)
+            self.leases.release(lease)
             return
         self.state.pinned.append(lease)
         if not self.pin_warned:
@@ -294,6 +302,9 @@ class NeuronSession:
                     "or let each test lease its own with --neuron-scope=test",
                     pytrace=False,
                 )
+        lnc_error = lnc_problem(topo, self._lnc_of(item), self.plan.scope, item.nodeid)
+        if lnc_error is not None:
+            pytest.fail(lnc_error, pytrace=False)
         self._check_timeouts(item, request if isinstance(request, Request) else None)
         lease, wait = self._lease_of(item)
         if lease is not None:
@@ -346,8 +357,11 @@ class NeuronSession:
         return lease, 0.0 if lease is None else lease.wait_seconds
 
     def _lnc_of(self, item: pytest.Item) -> int:
+        """The LNC ``item`` runs at: its marker's, else the run's setting, else the pool's."""
+        request = self.request_for(item)
+        value = self._in_effect(request if isinstance(request, Request) else None, "lnc")
         topo = self.plan.topology
-        return 1 if topo is None else topo.lnc
+        return int(str(value)) if value is not None else (1 if topo is None else topo.lnc)
 
     def cores_for(self, item: pytest.Item) -> NeuronCores | None:
         lease, wait = self._lease_of(item)
@@ -384,6 +398,11 @@ class NeuronSession:
             self.resolve_test_defaults()
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
+        lnc = self.test_defaults["lnc"]
+        if self.plan.topology is not None and (
+            why := run_lnc_problem(self.plan.topology, lnc.value, lnc.source, self.plan.scope)
+        ):
+            raise pytest.UsageError(why)
         if self.role == "controller":
             self._check_workers()
             if self.plan.scope == "test" and self.plan.topology is not None:
