@@ -183,8 +183,9 @@ class NeuronSession:
             items.sort(key=self._cores_wanted, reverse=True)
 
     def _cores_wanted(self, item: pytest.Item) -> int:
+        """Physical cores: with per-test LNC, a 2-core LNC=2 test is as big as a 4-core LNC=1 one."""
         request = self.request_for(item)
-        return request.cores if isinstance(request, Request) else 1
+        return (request.cores if isinstance(request, Request) else 1) * self._lnc_of(item)
 
     # -- per test ---------------------------------------------------------------------------
     def _in_effect(self, request: Request | None, name: str) -> object:

@@ -86,7 +86,7 @@ def test_markers_documents_neuron(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, "
-            "validate_hash=None): run this test with `cores` NeuronCores of its own*"
+            "validate_hash=None, lnc=None): run this test with `cores` NeuronCores of its own*"
         ]
     )
 

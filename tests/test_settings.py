@@ -208,6 +208,7 @@ def test_spec_names() -> None:
         "log_level": "NEURON_RT_LOG_LEVEL",
         "log_location": "NEURON_RT_LOG_LOCATION",
         "exec_timeout": "NEURON_RT_EXEC_TIMEOUT",
+        "lnc": "NEURON_LOGICAL_NC_CONFIG",
         "validate_hash": "NEURON_RT_VALIDATE_HASH",
     }
 
