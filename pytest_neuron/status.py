@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .coreset import format_coreset
-from .holders import Holder, read_record, read_small_file
-from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
-from .procinfo import is_running
+from .core.coreset import format_coreset
+from .host.procinfo import is_running
+from .locks.holders import Holder, read_record, read_small_file
+from .locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import BASE_ARGS, assert_outcomes
 
-from pytest_neuron.lnc import check_host_lnc, lnc_problem, topology_at_lnc
-from pytest_neuron.marker import MarkerError, parse_marker
-from pytest_neuron.topology import Topology, TopologyError, identity_topology
+from pytest_neuron.core.lnc import check_host_lnc, lnc_problem, topology_at_lnc
+from pytest_neuron.core.marker import MarkerError, parse_marker
+from pytest_neuron.core.topology import Topology, TopologyError, identity_topology
 
 if TYPE_CHECKING:
     from pathlib import Path

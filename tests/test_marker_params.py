@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import BASE_ARGS, assert_outcomes
 
-from pytest_neuron.marker import MarkerError, call_params, parse_marker
+from pytest_neuron.core.marker import MarkerError, call_params, parse_marker
 
 if TYPE_CHECKING:
     from pathlib import Path

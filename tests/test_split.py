@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_neuron import NeuronCores
-from pytest_neuron.coreset import format_coreset
-from pytest_neuron.runtime_env import KEY_ENV, MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_key
+from pytest_neuron.core.coreset import format_coreset
+from pytest_neuron.core.runtime_env import KEY_ENV, MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_key
 
 if TYPE_CHECKING:
     from pathlib import Path

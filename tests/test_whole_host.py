@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 RANK = """
 import os, sys
-from pytest_neuron.coreset import parse_coreset
+from pytest_neuron.core.coreset import parse_coreset
 from pytest_neuron.testing import init_runtime
 
 rank, world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])

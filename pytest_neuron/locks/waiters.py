@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..host.procinfo import is_running, my_starttime
 from .holders import read_small_file
 from .lockdir import FILE_MODE
-from .procinfo import is_running, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -34,17 +34,17 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .coreset import format_coreset
+from ..core.coreset import format_coreset
+from ..core.placement import candidate_windows, choose_window, reservation_window
 from .holders import Holder, new_holder, read_record, remove_record, write_record
 from .lockdir import FILE_MODE, DomainMutex, LockDirError, check_lock_file, prepare_domain
-from .placement import candidate_windows, choose_window, reservation_window
 from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-    from .topology import Topology
+    from ..core.topology import Topology
 
 TAKEOVER_WAIT = 10.0  # seconds to wait for a dead holder's process to be fully gone
 FOREIGN_TAKEOVER_GRACE = 0.5  # the same, for a holder on another host name, whose exit we cannot watch
@@ -121,6 +121,10 @@ class LeaseManager:
         if path is None:
             path = self._records[phys] = self.root / "holders" / f"core-{phys:04d}.json"
         return path
+
+    def prepare(self) -> None:
+        """Check and create the lock domain (once per manager); raises LockDirError."""
+        self._prepare()
 
     def _prepare(self) -> None:
         if not self._prepared:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .coreset import CoreSetError, format_coreset, parse_coreset
-from .procinfo import ancestors, my_starttime
+from ..core.coreset import CoreSetError, format_coreset, parse_coreset
+from ..host.procinfo import ancestors, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

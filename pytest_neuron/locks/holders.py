@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .procinfo import is_running, my_starttime
+from ..host.procinfo import is_running, my_starttime
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,7 +17,7 @@ from .topology import LNC_FAMILIES, LNC_VARIABLE, Topology, TopologyError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .lease import Lease, LeaseManager
+    from ..locks.lease import Lease, LeaseManager
 
 
 def check_host_lnc(topology: Topology, lnc: int, where: str) -> None:
@@ -107,13 +107,9 @@ class LncLeases:
             )
         return found
 
-    def acquire(
-        self, k: int, lnc: int | None, *, timeout: float, worker: str | None, test: str | None
-    ) -> Lease:
-        manager = self.manager(lnc)
-        lease = manager.acquire(k, timeout=timeout, worker=worker, test=test)
+    def owned(self, lease: Lease, manager: LeaseManager) -> None:
+        """Record that ``lease`` was taken through ``manager`` (it must be released there)."""
         self._owner[lease.lease_id] = manager
-        return lease
 
     def release(self, lease: Lease) -> None:
         self._owner.pop(lease.lease_id, self.base).release(lease)
