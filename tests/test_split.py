@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -174,9 +176,6 @@ def test_client_and_server_each_get_a_core_in_two_concurrent_runs(
         "--neuron-scope=test",
         f"--neuron-lock-dir={lock_dir}",
     ]
-    import subprocess
-    import sys
-
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pytest", *args],
