@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(lock_dir: str | None, as_json: bool) -> int:
-    path, source = resolve_lock_dir(lock_dir, os.environ)
     try:
+        path, source = resolve_lock_dir(lock_dir, os.environ)
         report = collect(path, source)
     except StatusError as exc:
         print(f"{PROG} status: error: {exc}", file=sys.stderr)

@@ -84,8 +84,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture
 def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     """The NeuronCores this test runs with (skips when there are none)."""
-    from .plugins.collection import need_of
     from .plugins.marked import lease_of
+    from .plugins.needs import need_of
 
     context = request.config.stash.get(CONTEXT_KEY, None)
     cores = None

@@ -14,7 +14,6 @@ data into a table or a JSON document; :func:`collect` does the reading.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -24,22 +23,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .core.coreset import format_coreset
-from .host.procinfo import is_running
-from .locks.holders import Holder, read_record, read_small_file
-from .locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
+from .host.procinfo import describe_process, is_running, lease_carriers
+from .locks.holders import RECORD_NAME, Holder, read_record
+from .locks.lockdir import (
+    DEFAULT_LOCK_DIR,
+    LOCK_DIR_ENV,
+    PROC_LOCKS,
+    LockTable,
+    find_lock,
+    read_proc_locks,
+)
+from .locks.waiters import read_waiters
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 HELD, HELD_NO_RECORD, FREE, STALE = "held", "held (no record)", "free", "stale record"
-PROC_LOCKS = Path("/proc/locks")
 MAX_NESTING = 16
 
 _CORE_FILE = re.compile(r"core-(\d+)\.(lock|json)")
 _NESTED_DIR = re.compile(r"(\d+)-(\d+|None)")
-
-#: ``(major, minor, inode)`` of a flocked file -> pid that took the lock (0: not visible here).
-LockTable = dict[tuple[int, int, int], int]
 
 
 class StatusError(Exception):
@@ -53,6 +56,7 @@ class CoreStatus:
     holder: Holder | None = None
     lock_pid: int | None = None  # from /proc/locks; 0 when the locker is not visible here
     pid_gone: bool | None = None  # for a record: its pid has exited (None: another host, cannot tell)
+    survivors: tuple[int, ...] = ()  # stale record: live processes that inherited its lease
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,11 @@ class DomainStatus:
     owner_pid: int | None = None  # nested domains: the lease holder they belong to
     owner_start: int | None = None
     owner_alive: bool | None = None
+    alloc_holder: str | None = None  # who holds alloc.lock right now (pid, state, command)
 
     @property
     def used(self) -> bool:
-        return bool(self.cores or self.waiters or self.nested)
+        return bool(self.cores or self.waiters or self.nested or self.alloc_holder)
 
     @property
     def has_stale(self) -> bool:
@@ -89,6 +94,33 @@ class DomainStatus:
         return (
             bool(self.waiters) or any(c.state != FREE for c in self.cores) or any(n.busy for n in self.nested)
         )
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """One lease of a domain, from its (validated) holder record and the lock state of its cores."""
+
+    holder: Holder
+    state: str  # HELD or STALE (a record whose cores are all free): see classify()
+    cores: tuple[int, ...]  # the physical cores of the record that are in this state
+    pid_gone: bool | None  # the holder's pid has exited (None: another host or pid namespace)
+    survivors: tuple[int, ...] = ()  # stale: live processes started under the lease, which keep it
+
+
+def lease_rows(domain: DomainStatus) -> list[LeaseStatus]:
+    """The domain's per-core rows grouped into one row per lease and state, in core order.
+
+    Cores locked without any record (``HELD_NO_RECORD``) and free cores have no
+    lease; they stay in ``domain.cores``.
+    """
+    rows: dict[tuple[str, str], list[CoreStatus]] = {}
+    for core in domain.cores:
+        if core.holder is not None and core.state in (HELD, STALE):
+            rows.setdefault((core.holder.lease_id, core.state), []).append(core)
+    return [
+        LeaseStatus(cs[0].holder, state, tuple(c.core for c in cs), cs[0].pid_gone, cs[0].survivors)  # type: ignore[arg-type]
+        for (_, state), cs in rows.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -103,39 +135,12 @@ class Report:
 def resolve_lock_dir(option: str | None, env: Mapping[str, str]) -> tuple[Path, str]:
     """The lock directory in effect and where it came from: --lock-dir > environment > default."""
     if option is not None:
+        if not option.strip():
+            raise StatusError(f"--lock-dir {option!r} is empty: give the directory a run uses")
         return Path(option), "--lock-dir"
     if env.get(LOCK_DIR_ENV, "").strip():
         return Path(env[LOCK_DIR_ENV]), f"environment variable {LOCK_DIR_ENV}"
     return Path(DEFAULT_LOCK_DIR), "default"
-
-
-def parse_proc_locks(text: str) -> LockTable:
-    """The granted flocks in ``/proc/locks`` text (blocked requests, ``->``, and POSIX/OFD locks skipped)."""
-    table: LockTable = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        try:
-            major, minor, inode = fields[5].split(":")
-            table.setdefault((int(major, 16), int(minor, 16), int(inode)), max(0, int(fields[4])))
-        except ValueError:
-            continue
-    return table
-
-
-def find_lock(table: Mapping[tuple[int, int, int], int], dev: int, ino: int) -> int | None:
-    """The pid locking the file ``(dev, ino)``, 0 if not visible, ``None`` if it is not locked.
-
-    Some filesystems (overlayfs, btrfs) report another device in /proc/locks
-    than stat() does: when the device never appears there, match the inode alone.
-    """
-    major, minor = os.major(dev), os.minor(dev)
-    if (major, minor, ino) in table:
-        return table[(major, minor, ino)]
-    if any(key[:2] == (major, minor) for key in table):
-        return None
-    return next((pid for key, pid in table.items() if key[2] == ino), None)
 
 
 def classify(
@@ -182,6 +187,8 @@ def _table(rows: list[list[str]], indent: str) -> list[str]:
 def _state_text(c: CoreStatus) -> str:
     if c.state != STALE:
         return c.state
+    if c.survivors:
+        return f"{STALE} (pid gone, still used by pid {', '.join(map(str, c.survivors[:3]))})"
     return STALE + {True: " (pid gone)", False: " (pid still running)", None: " (other host)"}[c.pid_gone]
 
 
@@ -229,6 +236,13 @@ def _render_domain(domain: DomainStatus, now: float, indent: str) -> list[str]:
     return lines
 
 
+STALE_NOTE = (
+    "stale record: its holder no longer holds the core's lock (it exited without cleaning up); the next "
+    "lease waits for the processes started under that lease to exit (and, if the recorded pid still runs, "
+    "up to 10s for it), then takes the core over"
+)
+
+
 def render_text(report: Report, now: float) -> str:
     where = f"lock directory {report.lock_dir} (from {report.source})"
     if report.domain is None or not report.domain.used:
@@ -236,11 +250,11 @@ def render_text(report: Report, now: float) -> str:
     lines = [where]
     if report.locks_note:
         lines.append(report.locks_note)
+    if report.domain.alloc_holder:
+        lines.append(f"alloc.lock is held by {report.domain.alloc_holder}")
     lines += _render_domain(report.domain, now, "")
     if report.domain.has_stale:
-        lines.append(
-            "stale record: its holder exited without cleaning up; the next lease takes the core over"
-        )
+        lines.append(STALE_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -273,13 +287,6 @@ def to_json(report: Report, now: float) -> dict[str, Any]:
 
 
 # -- reading (no locks, no writes) -------------------------------------------------------------------------
-def read_proc_locks(path: Path = PROC_LOCKS) -> LockTable | None:
-    try:
-        return parse_proc_locks(path.read_text())
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def _listdir(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
@@ -290,26 +297,38 @@ def _listdir(path: Path) -> list[str]:
 
 
 def _read_waiters(directory: Path) -> tuple[WaiterStatus, ...]:
-    found: list[WaiterStatus] = []
-    for name in _listdir(directory):
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        try:
-            data = read_small_file(directory / name)
-            if data is None:
-                continue
-            raw = json.loads(data)
-            pid, k, reserved, since = (
-                int(raw["pid"]),
-                int(raw["k"]),
-                tuple(raw["reserved"]),
-                float(raw["since"]),
-            )
-            alive = is_running(pid, raw["starttime"])
-            found.append(WaiterStatus(name[:-5], pid, k, reserved, since, str(raw["what"]), alive))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return tuple(found)
+    """Validated waiter records (waiters.decode_waiter), each with whether its pid runs."""
+    try:
+        waiters = read_waiters(directory)
+    except OSError as exc:
+        raise StatusError(str(exc)) from None
+    return tuple(
+        WaiterStatus(
+            w.ticket,
+            w.pid,
+            w.k,
+            w.reserved,
+            w.since,
+            w.what,
+            is_running(w.pid, w.starttime) if w.is_local() else True,
+        )
+        for w in waiters
+    )
+
+
+def read_leases(root: Path) -> dict[str, Holder]:
+    """Every valid holder record of the domain ``root``, by lease id: one per lease (holders.py).
+
+    Each field of each record is validated (holders.decode_holder); records
+    of the wrong shape, size or name are left out.  No lock is taken.
+    """
+    leases: dict[str, Holder] = {}
+    for name in _listdir(root / "holders"):
+        if RECORD_NAME.fullmatch(name):
+            record = read_record(root / "holders" / name)
+            if record is not None:
+                leases[record.lease_id] = record
+    return leases
 
 
 @dataclass
@@ -318,9 +337,10 @@ class _Raw:
 
     root: Path
     files: dict[int, tuple[int, int]]  # core -> (st_dev, st_ino) of its lock file
-    records: dict[int, Holder]
+    records: dict[int, list[Holder]]  # core -> the records naming it (two while one takes a dead one over)
     waiters: tuple[WaiterStatus, ...]
     nested: list[tuple[int, int | None, _Raw]]
+    alloc: tuple[int, int] | None = None  # (st_dev, st_ino) of alloc.lock
 
 
 def _scan(root: Path, depth: int = 0) -> _Raw:
@@ -332,40 +352,63 @@ def _scan(root: Path, depth: int = 0) -> _Raw:
             except OSError:
                 continue
             files[int(m.group(1))] = (st.st_dev, st.st_ino)
-    records: dict[int, Holder] = {}
-    for name in _listdir(root / "holders"):
-        if (m := _CORE_FILE.fullmatch(name)) and m.group(2) == "json":
-            record = read_record(root / "holders" / name)
-            if record is not None:
-                records[int(m.group(1))] = record
+    leases = read_leases(root)
+    records: dict[int, list[Holder]] = {}
+    for record in leases.values():
+        for phys in record.physical:
+            records.setdefault(phys, []).append(record)
     nested: list[tuple[int, int | None, _Raw]] = []
     for name in _listdir(root / "nested") if depth < MAX_NESTING else []:
         m = _NESTED_DIR.fullmatch(name)
         if m and (root / "nested" / name).is_dir():
             start = None if m.group(2) == "None" else int(m.group(2))
             nested.append((int(m.group(1)), start, _scan(root / "nested" / name, depth + 1)))
-    return _Raw(root, files, records, _read_waiters(root / "waiters"), nested)
+    alloc = None
+    try:
+        st = os.stat(root / "alloc.lock")
+        alloc = (st.st_dev, st.st_ino)
+    except OSError:
+        pass
+    return _Raw(root, files, records, _read_waiters(root / "waiters"), nested, alloc)
 
 
 def _pid_gone(holder: Holder, here: str) -> bool | None:
     return None if holder.host != here else not is_running(holder.pid, holder.starttime)
 
 
+def _pick(records: list[Holder], lock_pid: int | None, here: str) -> Holder | None:
+    """The record that describes a core: the one of the pid locking it, else a live one, else any."""
+    if not records:
+        return None
+    for record in records:
+        if lock_pid and record.pid == lock_pid:
+            return record
+    return next((r for r in records if _pid_gone(r, here) is False), records[0])
+
+
 def _build(raw: _Raw, table: LockTable | None, here: str) -> DomainStatus:
     cores = []
     for core in sorted(set(raw.files) | set(raw.records)):
-        holder = raw.records.get(core)
         dev_ino = raw.files.get(core)
         lock_pid = None if table is None or dev_ino is None else find_lock(table, *dev_ino)
+        holder = _pick(raw.records.get(core, []), lock_pid, here)
         gone = None if holder is None else _pid_gone(holder, here)
         cores.append(classify(core, holder, lock_pid, gone, known=table is not None))
+    stale = {c.holder.lease_id for c in cores if c.state == STALE and c.holder and c.pid_gone}
+    survivors = {k: tuple(v) for k, v in lease_carriers(stale).items()} if stale else {}
+    cores = [
+        replace(c, survivors=survivors.get(c.holder.lease_id, ())) if c.holder is not None else c
+        for c in cores
+    ]
     nested = tuple(
         replace(
             _build(sub, table, here), owner_pid=pid, owner_start=start, owner_alive=is_running(pid, start)
         )
         for pid, start, sub in raw.nested
     )
-    return DomainStatus(raw.root, tuple(cores), raw.waiters, nested)
+    alloc_pid = None if table is None or raw.alloc is None else find_lock(table, *raw.alloc)
+    alloc_holder = None if not alloc_pid else describe_process(alloc_pid)
+    return DomainStatus(raw.root, tuple(cores), raw.waiters, nested, alloc_holder=alloc_holder)
 
 
 def collect(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Report:

@@ -17,6 +17,7 @@ import pytest
 import pytest_neuron
 from pytest_neuron.__main__ import main
 from pytest_neuron.locks.holders import Holder, current_user
+from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
 from pytest_neuron.status import (
     FREE,
     HELD,
@@ -25,9 +26,7 @@ from pytest_neuron.status import (
     Report,
     classify,
     collect,
-    find_lock,
     format_age,
-    parse_proc_locks,
     render_text,
     resolve_lock_dir,
     to_json,
@@ -487,3 +486,23 @@ def test_resolve_lock_dir() -> None:
 def test_render_empty_report() -> None:
     report = Report(Path("/l"), "default", None)
     assert render_text(report, 0) == "no run has used lock directory /l (from default) yet\n"
+
+
+def test_lease_rows_group_cores_by_lease() -> None:
+    from dataclasses import replace
+
+    from pytest_neuron.status import CoreStatus, DomainStatus, lease_rows
+
+    a, b = replace(_holder(42), lease_id="a" * 16), replace(_holder(43), lease_id="b" * 16)
+    cores = (
+        CoreStatus(0, HELD, a, 42, False),
+        CoreStatus(1, HELD, a, 42, False),
+        CoreStatus(2, STALE, b, None, True, survivors=(99,)),
+        CoreStatus(3, HELD_NO_RECORD, None, 7),
+        CoreStatus(4, FREE),
+    )
+    rows = lease_rows(DomainStatus(Path("/x"), cores, ()))
+    assert [(r.holder.lease_id[0], r.state, r.cores, r.survivors) for r in rows] == [
+        ("a", HELD, (0, 1), ()),
+        ("b", STALE, (2,), (99,)),
+    ]

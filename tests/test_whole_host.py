@@ -38,7 +38,7 @@ print(rank, init_runtime().visible_cores)
 """
 
 SUITE = """
-import os, subprocess, sys
+import json, os, subprocess, sys
 import pytest
 
 def launch(world_size, tmp_path):
@@ -60,8 +60,10 @@ def test_ranks(world_size, tmp_path):
     assert launch(world_size, tmp_path) == [f"{r} {r}" for r in range(world_size)]
 
 def test_cores_are_locked_and_named(neuron_cores):
-    held = os.listdir(os.path.join(os.environ["LOCK_DIR"], "holders"))
-    assert len(held) == 8, held
+    out = subprocess.run([sys.executable, "-m", "pytest_neuron", "status", "--json",
+                          "--lock-dir", os.environ["LOCK_DIR"]], capture_output=True, text=True, check=True)
+    held = [c for c in json.loads(out.stdout)["cores"] if c["state"] == "held"]
+    assert len(held) == 8, out.stdout
     assert neuron_cores.visible_cores == "0-7" and neuron_cores.physical == tuple(range(8))
     print("VISIBLE", os.environ.get("NEURON_RT_VISIBLE_CORES"), "KEY" , "PYTEST_NEURON_KEY" in os.environ)
 """

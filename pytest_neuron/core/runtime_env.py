@@ -17,6 +17,7 @@ VISIBLE = "NEURON_RT_VISIBLE_CORES"
 ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512
+MAX_PORT = 65535
 KEY_ENV = "PYTEST_NEURON_KEY"
 LNC_ENV = "NEURON_LOGICAL_NC_CONFIG"
 OTHER_VARS = (MASTER_PORT, HANDOFF_ENV, KEY_ENV)
@@ -32,15 +33,31 @@ def lease_key(run_id: str, lease_id: str) -> str:
     return f"{run_id}-{lease_id[:8]}"
 
 
+def port_offset(first_physical: int, port_base: int) -> int:
+    """The offset of a window's ports above ``port_base``: its first physical core.
+
+    Both ports stay valid (<= 65535): core numbers beyond the room above ``port_base``
+    wrap around (only simulated pools have such numbers).
+    """
+    room = max(1, MAX_PORT - port_base - MASTER_PORT_OFFSET + 1)
+    return first_physical % room
+
+
+def master_port(first_physical: int, port_base: int) -> int:
+    """``MASTER_PORT`` of a window whose first physical core is ``first_physical``."""
+    return port_base + MASTER_PORT_OFFSET + port_offset(first_physical, port_base)
+
+
 def derived_ports(first_physical: int, port_base: int) -> dict[str, str]:
     """The collective ports of a window whose first physical core is ``first_physical``.
 
     Every window on the host has a different first physical core (the locks are on
     physical cores), so two windows held at once never get the same ports.
     """
+    offset = port_offset(first_physical, port_base)
     return {
-        ROOT_COMM_ID: f"localhost:{port_base + first_physical}",
-        MASTER_PORT: str(port_base + MASTER_PORT_OFFSET + first_physical),
+        ROOT_COMM_ID: f"localhost:{port_base + offset}",
+        MASTER_PORT: str(port_base + MASTER_PORT_OFFSET + offset),
     }
 
 
@@ -58,6 +75,8 @@ def lease_env(
     Collective ports are derived from the first physical core, so parallel
     collective tests never bind the same port; a value the user set
     (in ``user_env``, the environment pytest started with) is left alone.
+    Both stay valid ports (<= 65535): core numbers beyond the room above
+    ``port_base`` wrap around (only simulated pools have such numbers).
     """
     env: dict[str, str | None] = {VISIBLE: format_coreset(cores), HANDOFF_ENV: handoff}
     for name, value in derived_ports(first_physical, port_base).items():

@@ -170,6 +170,9 @@ def configure(config: pytest.Config) -> NeuronContext:
             raise pytest.UsageError(problem)
     if plan.topology is None:
         return context
+    from ..host.reaper import end_trees_on_signal
+
+    end_trees_on_signal()  # SIGTERM/SIGINT (a cancelled CI job) end the tests' process trees first
     if context.role == "controller":
         _check_workers(context)
         if plan.scope == "test":

@@ -208,7 +208,10 @@ class NeuronContext:
                 notice.start,
                 k,
             ) from None
-        except (LeaseError, LockDirError) as exc:
+        except LeaseError as exc:  # this request can never fit the pool; others may
+            message = f"pytest-neuron: {who} got no cores: {exc}"
+            raise LeaseWaitFailed(message, notice.start, k, run_wide=False) from None
+        except LockDirError as exc:
             raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}", notice.start, k) from None
 
     # -- process-wide slice (worker scope) -------------------------------------------------
@@ -245,6 +248,7 @@ class NeuronContext:
                 lease.domain,
                 lease.cores,
                 plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
+                lease_id=lease.lease_id,  # lets a taker find this lease's processes (locks/lease.py)
             ),
             key=lease_key(self.plan.run_id, lease.lease_id),
         )
@@ -363,12 +367,17 @@ class NeuronContext:
 
 
 class LeaseWaitFailed(Exception):
-    """No cores within the bound (or an unusable lock directory); ``str()`` is the one error."""
+    """No cores: the bound passed, the lock directory failed, or the request can never fit.
 
-    def __init__(self, message: str, started: float, k: int) -> None:
+    ``str()`` is the one error.  ``run_wide``: every later request of this process would fail
+    the same way (a timeout, a lock-directory error), unlike a request the pool cannot hold.
+    """
+
+    def __init__(self, message: str, started: float, k: int, *, run_wide: bool = True) -> None:
         super().__init__(message)
         self.started = started
         self.k = k
+        self.run_wide = run_wide
 
 
 OVERRIDE_REMEDY = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .collection import asks_for_cores
+from .needs import asks_for_cores
 
 NO_CORES = (
     "no Neuron cores: no device was found on this host and no pool was given "

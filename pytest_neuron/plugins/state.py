@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..core.coreset import format_coreset
-from ..core.runtime_env import KEY_ENV, MASTER_PORT_OFFSET, PORT_VARS, VISIBLE, derived_ports
+from ..core.runtime_env import KEY_ENV, PORT_VARS, VISIBLE, derived_ports, master_port
 from ..core.settings import DEFAULT_PORT_BASE
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class NeuronCores:
             key = f"{self.key}.{i}" if self.key else ""
             if key:
                 env[KEY_ENV] = key
-            port = self.port_base + MASTER_PORT_OFFSET + physical[0] if physical else None
+            port = master_port(physical[0], self.port_base) if physical else None
             parts.append(
                 replace(
                     self,
@@ -106,7 +106,7 @@ def neuron_cores_of(
         physical=lease.physical,
         lnc=lnc,
         key=lease_key(run_id, lease.lease_id),
-        port=port_base + MASTER_PORT_OFFSET + lease.physical[0],
+        port=master_port(lease.physical[0], port_base),
         port_base=port_base,
         derived=tuple(name for name in PORT_VARS if name not in user_env),
     )

@@ -20,10 +20,10 @@ import pytest
 from ..core.lnc import lnc_problem
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
-from .collection import need_of
 from .context import LeaseWaitFailed
 from .keys import TEST_LEASE_KEY
 from .marked import add_properties, check_timeouts
+from .needs import need_of
 from .state import NeuronWarning, TestCores
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..core.need import Need
     from ..locks.lease import Lease
     from .context import NeuronContext
+
+
+STOPPED = "pytest-neuron: no cores for the rest of this run (see the first error)"
 
 
 class TestLeases:
@@ -94,8 +97,10 @@ class TestLeases:
         try:
             lease = ctx.acquire(need.cores, who=item.nodeid, worker=ctx.worker, test=item.nodeid, lnc=lnc)
         except LeaseWaitFailed as exc:
-            test_cores.error = ctx.gave_up = str(exc)
-            item.session.shouldstop = "pytest-neuron gave up waiting for cores (see the first error)"
+            test_cores.error = str(exc)
+            if exc.run_wide:
+                ctx.gave_up = str(exc)
+                item.session.shouldstop = STOPPED
             if ctx.trace is not None:
                 ctx.trace.wait(item.nodeid, started, time.time(), need.cores, str(exc))
             return

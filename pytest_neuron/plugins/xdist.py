@@ -99,7 +99,9 @@ class XdistHooks:
         context.state.lease = lease
         plugin_vars = tuple(v for v in PORT_VARS if v not in plan.user_env)
         handoff = Handoff(lease.domain, os.getpid(), _starttime(), frozenset(lease.cores), plugin_vars)
-        value = handoff_value(lease.domain, lease.cores, plugin_vars=plugin_vars)
+        # every worker, and everything it starts, carries the reservation's lease id: a dead
+        # controller's cores are not handed on while any of them lives (locks/lease.py)
+        value = handoff_value(lease.domain, lease.cores, plugin_vars=plugin_vars, lease_id=lease.lease_id)
         reservation = lease.visible_cores
         for index, spec in enumerate(specs):
             part = lease.cores[index * size : (index + 1) * size]
