@@ -11,6 +11,8 @@ from .plugins.keys import CONTEXT_KEY, PLAN_KEY
 from .plugins.options import add_options
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .plugins.state import NeuronCores
 
 
@@ -91,11 +93,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     """The NeuronCores this test runs with (skips when there are none)."""
     from .plugins.marked import lease_of
+    from .plugins.needs import need_of
 
     context = request.config.stash.get(CONTEXT_KEY, None)
     cores = None
     if context is not None and context.plan.topology is not None:
-        cores = context.cores_for(*lease_of(context, request.node))
+        lnc = context.lnc_of(need_of(request.node, context.plan.pool_size))
+        cores = context.cores_for(*lease_of(context, request.node), lnc=lnc)
     if cores is None:
         pytest.skip("no Neuron cores for this test: no pool (pass --neuron-cores to simulate one)")
     return cores
+
+
+@pytest.fixture
+def neuron_work_dir(neuron_cores: NeuronCores, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of this lease's own, unique across runs on the host (named after its key).
+
+    Tests that share a lease (a worker's slice) share it, so compile artifacts are reused
+    within the lease; another lease, of this run or another, never sees it.
+    """
+    path = tmp_path_factory.getbasetemp() / f"neuron-{neuron_cores.key}"
+    path.mkdir(exist_ok=True)
+    return path

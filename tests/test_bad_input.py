@@ -213,7 +213,11 @@ def test_a_bad_setting_is_one_line(
 BAD_MARKERS = {
     "zero": ("cores=0", "cores=0 must be at least 1"),
     "negative": ("-2", "cores=-2 must be at least 1"),
-    "word": ('"two"', "cores='two' is not a whole number; expected an int >= 1"),
+    "word": (
+        '"two"',
+        "cores='two' names a parameter, but this test is not parametrized; expected an int, "
+        "or the name of one of its parametrize arguments",
+    ),
     "too_many": ("33", "cores=33 is more than the pool's 32 cores"),
 }
 GOOD_MARKERS = {"one": "1", "sixteen": "16"}

@@ -98,7 +98,14 @@ def next_run_gets_the_pool(scenario: Scenario, child: int) -> None:
     [
         ("sigkill-worker", ("-n", "1", "--neuron-scope=test")),
         ("sigkill-single", ("--neuron-scope=test",)),
-        ("forked-child-outlives-its-worker", ("-n", "1", "--neuron-scope=test", "--forked")),
+        pytest.param(
+            "forked-child-outlives-its-worker",
+            ("-n", "1", "--neuron-scope=test", "--forked"),
+            marks=pytest.mark.skipif(
+                tuple(int(p) for p in pytest.__version__.split(".")[:2]) >= (9, 2),
+                reason="pytest-forked 1.7.5 fails every forked test on pytest 9.2 (a marshal error)",
+            ),
+        ),
     ],
 )
 def test_a_killed_holders_subprocess_keeps_its_cores(

@@ -86,7 +86,7 @@ def test_markers_documents_neuron(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, "
-            "validate_hash=None): run this test with `cores` NeuronCores of its own*"
+            "validate_hash=None, lnc=None): run this test with `cores` NeuronCores of its own*"
         ]
     )
 
@@ -599,7 +599,8 @@ def test_a_test_needing_more_cores_than_its_worker_fails_with_both_remedies(
 BAD_MARKERS = {
     "zero": ("cores=0", "cores=0 must be at least 1"),
     "negative": ("-2", "cores=-2 must be at least 1"),
-    "word": ("'two'", "cores='two' is not a whole number"),
+    "word": ("'two'", "cores='two' names a parameter, but this test is not parametrized"),
+    "float": ("2.0", "cores=2.0 is not a whole number"),
     "bool": ("True", "cores=True is not a whole number"),
     "too_many": ("9", "cores=9 is more than the pool's 8 cores"),
     "keyword": ("2, core=2", "unknown keyword 'core'"),
@@ -655,7 +656,8 @@ def test_fields(neuron_cores):
     assert env["NEURON_RT_ROOT_COMM_ID"] == f"localhost:{{30000 + cores[0]}}"
     assert env["MASTER_PORT"] == "29555"  # set by the user: left alone
     assert env == {{k: v for k, v in os.environ.items()
-                    if k.startswith("NEURON_") or k in ("MASTER_PORT", "PYTEST_NEURON_LEASE")}}
+                    if k.startswith("NEURON_")
+                    or k in ("MASTER_PORT", "PYTEST_NEURON_LEASE", "PYTEST_NEURON_KEY")}}
     assert "holds cores " + neuron_cores.visible_cores in run_fake_runtime(env)
 """
 
@@ -691,6 +693,12 @@ def test_neuron_cores_is_exported_and_typed() -> None:
         "visible_cores",
         "env",
         "wait_seconds",
+        "physical",
+        "lnc",
+        "key",
+        "port",
+        "port_base",
+        "derived",
     }
     assert "NeuronCores" in pytest_neuron.__all__
 

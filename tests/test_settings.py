@@ -232,6 +232,7 @@ def test_spec_names() -> None:
         "log_level": "NEURON_RT_LOG_LEVEL",
         "log_location": "NEURON_RT_LOG_LOCATION",
         "exec_timeout": "NEURON_RT_EXEC_TIMEOUT",
+        "lnc": "NEURON_LOGICAL_NC_CONFIG",
         "validate_hash": "NEURON_RT_VALIDATE_HASH",
     }
 
@@ -273,7 +274,7 @@ def test_marker_without_a_pool_takes_any_count() -> None:
         ((0,), {}, "cores=0 must be at least 1"),
         ((), {"cores": 0}, "cores=0 must be at least 1"),
         ((-2,), {}, "cores=-2 must be at least 1"),
-        (("two",), {}, "cores='two' is not a whole number; expected an int >= 1"),
+        (("two",), {}, "cores='two' names a parameter, but this test is not parametrized"),
         ((True,), {}, "cores=True is not a whole number"),
         ((2.0,), {}, "cores=2.0 is not a whole number"),
         ((33,), {}, "cores=33 is more than the pool's 32 cores"),

@@ -47,13 +47,17 @@ def classify(
     *,
     nodeid: str,
     pool_size: int | None,
+    params: Mapping[str, object] | None = None,
+    pool_lnc: int = 1,
 ) -> Need:
     """The :class:`Need` of one test from its closest ``neuron`` marker (args, kwargs) and fixtures."""
     if marker is None:
         return FIXTURE_ONLY if uses_fixture else UNMARKED
     args, kwargs = marker
     try:
-        request = parse_marker(args, kwargs, nodeid=nodeid, pool_size=pool_size)
+        request = parse_marker(
+            args, kwargs, nodeid=nodeid, pool_size=pool_size, params=params, pool_lnc=pool_lnc
+        )
     except MarkerError as exc:
         return Need(wants=True, error=str(exc))
     return Need(wants=True, cores=request.cores, settings=request.settings)

@@ -225,6 +225,7 @@ def plan_from_json(text: str) -> RunPlan:
             device_of={int(k): v for k, v in topo_data["device_of"].items()},
             instance_type=topo_data["instance_type"],
             limit=topo_data["limit"],
+            whole_host=topo_data.get("whole_host", False),
         )
     handoff = None
     if data["handoff"] is not None:

@@ -84,6 +84,13 @@ def parse_bool(value: object, source: str) -> bool:
     raise _bad(value, source, "true or false")
 
 
+def parse_lnc(value: object, source: str) -> int:
+    """A logical NeuronCore config: 1 or 2 (an int or a digit string)."""
+    if isinstance(value, bool) or str(value).strip() not in ("1", "2"):
+        raise _bad(value, source, "a logical NeuronCore config, 1 or 2")
+    return int(str(value).strip())
+
+
 def parse_scope(value: object, source: str) -> str:
     scope = str(value).strip().lower()
     if scope not in SCOPES:
@@ -264,6 +271,14 @@ VALIDATE_HASH = Spec(
     "NEURON_RT_VALIDATE_HASH for each test",
     env="NEURON_RT_VALIDATE_HASH",
 )
+LNC = Spec(
+    "lnc",
+    parse_lnc,
+    None,
+    "NEURON_LOGICAL_NC_CONFIG for each test, 1 or 2; its window is numbered at that LNC and locked by "
+    "physical core (default: the pool's LNC)",
+    env="NEURON_LOGICAL_NC_CONFIG",
+)
 
 RUN_SETTINGS: tuple[Spec[Any], ...] = (
     SCOPE,
@@ -275,7 +290,7 @@ RUN_SETTINGS: tuple[Spec[Any], ...] = (
     ORDER,
     TRACE,
 )
-TEST_SETTINGS: tuple[Spec[Any], ...] = (LOG_LEVEL, LOG_LOCATION, EXEC_TIMEOUT, VALIDATE_HASH)
+TEST_SETTINGS: tuple[Spec[Any], ...] = (LOG_LEVEL, LOG_LOCATION, EXEC_TIMEOUT, VALIDATE_HASH, LNC)
 RUNTIME_VARS = {spec.name: spec.env for spec in TEST_SETTINGS}
 
 

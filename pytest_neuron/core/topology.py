@@ -63,6 +63,9 @@ class Topology:
     as for a simulated pool).
     ``limit``: at most this many cores may be in use by the run at once
     (``NEURON_RT_NUM_CORES``), or ``None``.
+    ``whole_host``: the pool is every core detection found on this host (no
+    explicit pool, no inherited ``NEURON_RT_VISIBLE_CORES``/``NEURON_RT_NUM_CORES``),
+    so the runtime's own default, all cores, is exactly the pool.
     """
 
     cores: tuple[int, ...]
@@ -72,6 +75,7 @@ class Topology:
     device_of: Mapping[int, int] = field(default_factory=dict)
     instance_type: str | None = None
     limit: int | None = None
+    whole_host: bool = False
 
     @property
     def size(self) -> int:
@@ -405,7 +409,7 @@ def resolve_topology(
     count = int(number) if number else 0
     host = detect()
     if count == 0:
-        return None if host is None else _from_host(host, host.cores, host.source)
+        return None if host is None else replace(_from_host(host, host.cores, host.source), whole_host=True)
     if host is None:
         raise TopologyError(
             f"{NUM_CORES}={count} is set in the environment but no Neuron device was found; "

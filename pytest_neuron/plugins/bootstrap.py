@@ -193,6 +193,13 @@ def configure(config: pytest.Config) -> NeuronContext | None:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     plan, pm = context.plan, config.pluginmanager
+    if plan.topology is not None:
+        from ..core.lnc import run_lnc_problem
+
+        lnc = context.test_defaults["lnc"]
+        problem = run_lnc_problem(plan.topology, lnc.value, lnc.source, plan.scope)
+        if problem is not None:
+            raise pytest.UsageError(problem)
     from ..host.reaper import end_trees_on_signal
 
     end_trees_on_signal()  # SIGTERM/SIGINT (a cancelled CI job) end the tests' process trees first
@@ -224,10 +231,10 @@ def configure(config: pytest.Config) -> NeuronContext | None:
             # registered up front: a nested run's first test that asks for cores leases the slice
             pm.register(MarkedTests(context), "neuron-marked")
     if plan.scope == "test":
-        from .collection import cores_of
+        from .collection import pool_units
         from .scheduler import start_test_scope  # durations, and the xdist scheduler
 
-        start_test_scope(config, plan, context.role, cores_of)
+        start_test_scope(config, plan, context.role, pool_units(context))
     if plan.value("trace"):
         from .tracing import TracePlugin
 

@@ -10,12 +10,26 @@ from .keys import NEED_KEY
 from .needs import MarkedNodes, classify_item
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..core.need import Need
     from .context import NeuronContext
 
 
-def cores_of(item: pytest.Item) -> int:
-    """The cores ``item`` runs with, once collection classified it."""
-    return item.stash[NEED_KEY].cores
+def physical_size(ctx: NeuronContext, need: Need) -> int:
+    return need.cores * ctx.lnc_of(need)
+
+
+def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
+    """How many of the pool's cores an item's window takes (its cores at its own LNC, in the pool's
+    numbering: a 2-core LNC=2 test takes 4 cores of an LNC=1 pool)."""
+    topo = ctx.plan.topology
+    per = 1 if topo is None else max(1, topo.lnc)
+
+    def cores_of(item: pytest.Item) -> int:
+        return -(-physical_size(ctx, item.stash[NEED_KEY]) // per)
+
+    return cores_of
 
 
 class Collection:
@@ -28,15 +42,17 @@ class Collection:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         ctx = self.context
         pool_size = ctx.plan.pool_size
+        pool_lnc = 1 if ctx.plan.topology is None else ctx.plan.topology.lnc
         marked = False
         nodes = MarkedNodes()
         for item in items:
-            need = item.stash[NEED_KEY] = classify_item(item, pool_size, nodes)
+            need = item.stash[NEED_KEY] = classify_item(item, pool_size, nodes, pool_lnc=pool_lnc)
             marked = marked or need.wants
         if ctx.plan.scope == "test":
             from .scheduler import order_items  # the order in effect (plugins/scheduler.py)
 
-            order_items(config, ctx.plan, items, cores_of)
+            # physical size: with per-test LNC a 2-core LNC=2 test is as big as a 4-core LNC=1 one
+            order_items(config, ctx.plan, items, pool_units(ctx))
         if marked and not config.pluginmanager.has_plugin("neuron-marked"):
             from .marked import MarkedTests
 

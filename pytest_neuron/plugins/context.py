@@ -22,16 +22,25 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
-from ..core.runtime_env import PORT_VARS, VISIBLE, lease_env, neuron_environ, settings_env, split_worker_env
+from ..core.runtime_env import (
+    PORT_VARS,
+    VISIBLE,
+    lease_env,
+    lease_key,
+    process_slice_env,
+    settings_env,
+    split_worker_env,
+)
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
 from ..core.waiting import FIRST_NOTICE, REPEAT_NOTICE, HolderView, gave_up_message, waiting_line
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
 from ..locks.handoff import handoff_value
-from .state import NeuronCores, ProcessState
+from .state import NeuronCores, ProcessState, neuron_cores_of
 from .terminal import write_now
 
 if TYPE_CHECKING:
@@ -39,6 +48,7 @@ if TYPE_CHECKING:
 
     import pytest
 
+    from ..core.lnc import LncLeases
     from ..core.need import Need
     from ..core.plan import RunPlan
     from ..locks.holders import Holder
@@ -113,6 +123,7 @@ class NeuronContext:
         self.worker = os.environ.get("PYTEST_XDIST_WORKER") if role == "worker" else None
         self.state = ProcessState()
         self._manager: LeaseManager | None = None
+        self._leases: LncLeases | None = None
         self.test_defaults: dict[str, Resolved[Any]] = {}
         self.device_prefix = os.environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
         self.pinned_message: str | None = None
@@ -161,14 +172,53 @@ class NeuronContext:
         return self.worker or "this run"
 
     # -- leasing with visible waits ----------------------------------------------------------
-    def acquire(self, k: int, *, who: str, worker: str | None, test: str | None) -> Lease:
+    @property
+    def leases(self) -> LncLeases:
+        """One lease manager per LNC on this lock domain (per-test LNC, test scope)."""
+        if self._leases is None:
+            from ..core.lnc import LncLeases
+            from ..locks.lease import LeaseManager
+
+            self._leases = LncLeases(self.manager, LeaseManager, self.plan.lock_root)
+        return self._leases
+
+    def lnc_of(self, need: Need | None) -> int:
+        """The LNC a test runs at: its marker's, else the run's setting, else the pool's."""
+        value = self.in_effect(need, "lnc") if self.test_defaults else None
+        topo = self.plan.topology
+        return int(str(value)) if value is not None else (1 if topo is None else topo.lnc)
+
+    def release(self, lease: Lease) -> None:
+        """Give ``lease`` back (through the manager of its LNC); the nested lock domain it handed
+        down goes with it.  The cores are unlocked even when the lock directory fails: that is
+        reported as one line, not raised from a teardown hook."""
+        from ..locks.lockdir import LockDirError
+        from ..locks.nested import drop_my_nested_domain
+
+        try:
+            if self._leases is None:
+                self.manager.release(lease)
+            else:
+                self._leases.release(lease)
+            drop_my_nested_domain(lease.domain)
+        except LockDirError as exc:
+            write_now(self.config, f"pytest-neuron: releasing cores {lease.visible_cores}: {exc}")
+
+    def acquire(
+        self, k: int, *, who: str, worker: str | None, test: str | None, lnc: int | None = None
+    ) -> Lease:
         """Lease ``k`` cores, printing a waiting line when the wait lasts; raises LeaseWaitFailed."""
         from ..locks.lease import LeaseError, LeaseTimeout, LockDirError
 
         timeout = float(self.plan.value("wait_timeout"))
         notice = WaitNotice(self, who, k, timeout)
+        topo = self.plan.topology
+        manager = self.manager if lnc is None or topo is None or lnc == topo.lnc else self.leases.manager(lnc)
         try:
-            return self.manager.acquire(k, timeout=timeout, worker=worker, test=test, cancel=notice)
+            lease = manager.acquire(k, timeout=timeout, worker=worker, test=test, cancel=notice)
+            if manager is not self.manager:
+                self.leases.owned(lease, manager)
+            return lease
         except LeaseTimeout:
             holders = notice.current_holders()
             raise LeaseWaitFailed(
@@ -197,7 +247,10 @@ class NeuronContext:
             self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease
-        process_env, self.asked_env = split_worker_env(self.lease_env(lease))
+        # the whole detected host: locked, but NEURON_RT_VISIBLE_CORES left to the runtime's default
+        process_env, self.asked_env = split_worker_env(
+            process_slice_env(self.lease_env(lease), lease.cores, topo)
+        )
         self.export(process_env)
 
     def export(self, env: Mapping[str, str | None]) -> None:
@@ -218,6 +271,7 @@ class NeuronContext:
                 plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
                 lease_id=lease.lease_id,  # lets a taker find this lease's processes (locks/lease.py)
             ),
+            key=lease_key(self.plan.run_id, lease.lease_id),
         )
 
     def release_process_slice(self) -> None:
@@ -234,13 +288,6 @@ class NeuronContext:
             self.state.pinned.append(lease)  # the process exit releases it
         else:
             self.release(lease)
-
-    def release(self, lease: Lease) -> None:
-        """Give ``lease`` back; the nested lock domain it handed down goes with it."""
-        self.manager.release(lease)
-        from ..locks.nested import drop_my_nested_domain
-
-        drop_my_nested_domain(lease.domain)
 
     # -- per-test settings -----------------------------------------------------------------
     def resolve_test_defaults(self) -> None:
@@ -313,11 +360,21 @@ class NeuronContext:
         return lease.cores, lease.visible_cores
 
     # -- the fixture ------------------------------------------------------------------------
-    def cores_for(self, lease: Lease | None, wait: float) -> NeuronCores | None:
+    def cores_for(self, lease: Lease | None, wait: float, lnc: int | None = None) -> NeuronCores | None:
         if lease is None:
             return None
         cores, visible = self.visible_in_effect(lease) if lease is self.state.lease else (lease.cores, None)
-        return NeuronCores(cores, visible or lease.visible_cores, neuron_environ(), wait)
+        found = neuron_cores_of(
+            lease,
+            wait,
+            run_id=self.plan.run_id,
+            port_base=int(self.plan.value("port_base")),
+            user_env=self.plan.user_env,
+            lnc=self.lnc_of(None) if lnc is None else lnc,
+        )
+        if cores != lease.cores or visible not in (None, lease.visible_cores):
+            found = replace(found, cores=cores, visible_cores=visible or lease.visible_cores)
+        return found
 
     def process_summary(self) -> dict[str, Any]:
         lease = self.state.lease or (self.state.pinned[0] if self.state.pinned else None)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..core.lnc import lnc_problem
 from ..host.envpatch import EnvPatch
 from .keys import TEST_LEASE_KEY
 from .needs import need_of
@@ -98,6 +99,10 @@ class MarkedTests:
         if not self.worker_scope:
             return  # test scope: checked and recorded with the lease (plugins/test_scope.py)
         ctx = self.context
+        topo = ctx.plan.topology
+        problem = None if topo is None else lnc_problem(topo, ctx.lnc_of(need), "worker", item.nodeid)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         if ctx.lazy and ctx.state.lease is None:
             if ctx.state.error is None:
                 ctx.lease_process_slice()

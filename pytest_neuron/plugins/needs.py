@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from ..core.marker import call_params
 from ..core.need import UNMARKED, Need, classify
 from .keys import NEED_KEY
 
@@ -53,7 +54,9 @@ def asks_for_cores(item: pytest.Item) -> bool:
     return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
 
 
-def classify_item(item: pytest.Item, pool_size: int | None, marked: MarkedNodes | None = None) -> Need:
+def classify_item(
+    item: pytest.Item, pool_size: int | None, marked: MarkedNodes | None = None, *, pool_lnc: int = 1
+) -> Need:
     uses_fixture = FIXTURE in getattr(item, "fixturenames", ())
     if marked is not None and not uses_fixture and not marked.marked(item):
         return UNMARKED
@@ -65,6 +68,8 @@ def classify_item(item: pytest.Item, pool_size: int | None, marked: MarkedNodes 
         uses_fixture,
         nodeid=item.nodeid,
         pool_size=pool_size,
+        params=call_params(item),  # cores="tp_degree": the count from this item's parameters
+        pool_lnc=pool_lnc,
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..core.lnc import lnc_problem
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
 from .context import LeaseWaitFailed
@@ -86,9 +87,15 @@ class TestLeases:
         if ctx.gave_up is not None:
             test_cores.error = f"{item.nodeid}: not waiting for cores again in this process: {ctx.gave_up}"
             return
+        lnc = ctx.lnc_of(need)
+        topo = ctx.plan.topology
+        problem = None if topo is None else lnc_problem(topo, lnc, "test", item.nodeid)
+        if problem is not None:  # per-test LNC the host cannot do: this test fails, the run goes on
+            test_cores.error = problem
+            return
         started = time.time()
         try:
-            lease = ctx.acquire(need.cores, who=item.nodeid, worker=ctx.worker, test=item.nodeid)
+            lease = ctx.acquire(need.cores, who=item.nodeid, worker=ctx.worker, test=item.nodeid, lnc=lnc)
         except LeaseWaitFailed as exc:
             test_cores.error = str(exc)
             if exc.run_wide:

@@ -3,6 +3,11 @@
 pytest-timeout keeps its resolved settings private; its precedence is public
 and documented (marker > ``--timeout`` > ``PYTEST_TIMEOUT`` > ini ``timeout``),
 and so are all four sources, so this module reads them itself.
+
+pytest-timeout is optional (the ``pytest-neuron[timeout]`` extra).  Without it
+nothing here reads ``--timeout``: a suite may define a ``--timeout`` option of
+its own (libfabric's fabtests do), and its value is not pytest-timeout's.
+Nothing in pytest-neuron imports pytest_timeout.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ ENV_CORES_PER_DEVICE = "PYTEST_NEURON_FAKE_CORES_PER_DEVICE"
 ENV_LNC = "PYTEST_NEURON_FAKE_LNC"
 VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
 NUM_CORES = "NEURON_RT_NUM_CORES"
+LNC_CONFIG = "NEURON_LOGICAL_NC_CONFIG"
 
 _ALLOC = "NRT:nrt_allocate_neuron_cores"
 _INIT = "NRT:nrt_init"
@@ -106,7 +107,19 @@ class FakeHost:
         lnc = positive(ENV_LNC, 1)
         if lnc not in (1, 2):
             raise FakeHostError(f"{ENV_LNC}={env[ENV_LNC]!r} must be 1 or 2")
-        return cls(Path(directory), positive(ENV_CORES, 32), positive(ENV_CORES_PER_DEVICE, 2), lnc)
+        cores, per_device = positive(ENV_CORES, 32), positive(ENV_CORES_PER_DEVICE, 2)
+        # A process started with NEURON_LOGICAL_NC_CONFIG sees the same physical cores at its own LNC.
+        process_lnc = env.get(LNC_CONFIG, "").strip()
+        if process_lnc and process_lnc != str(lnc):
+            if process_lnc not in ("1", "2"):
+                raise RuntimeConfigError(
+                    f"{LNC_CONFIG}={process_lnc!r} is not a logical NeuronCore config (1 or 2)"
+                )
+            want = int(process_lnc)
+            if (cores * lnc) % want or (per_device * lnc) % want:
+                raise RuntimeConfigError(f"{LNC_CONFIG}={want}: {cores * lnc} physical cores do not pair up")
+            cores, per_device, lnc = cores * lnc // want, per_device * lnc // want, want
+        return cls(Path(directory), cores, per_device, lnc)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that describe this host to a subprocess."""
