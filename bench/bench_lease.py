@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_neuron.lease import Lease, LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import Lease, LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

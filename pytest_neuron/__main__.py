@@ -16,7 +16,7 @@ import sys
 import time
 
 from pytest_neuron import __version__
-from pytest_neuron.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
+from pytest_neuron.locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.status import StatusError, collect, render_text, resolve_lock_dir, to_json
 
 PROG = "pytest-neuron"

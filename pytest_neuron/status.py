@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .coreset import format_coreset
-from .holders import RECORD_NAME, Holder, read_record
-from .lockdir import (
+from .core.coreset import format_coreset
+from .host.procinfo import describe_process, is_running, lease_carriers
+from .locks.holders import RECORD_NAME, Holder, read_record
+from .locks.lockdir import (
     DEFAULT_LOCK_DIR,
     LOCK_DIR_ENV,
     PROC_LOCKS,
@@ -32,8 +33,7 @@ from .lockdir import (
     find_lock,
     read_proc_locks,
 )
-from .procinfo import describe_process, is_running, lease_carriers
-from .waiters import read_waiters
+from .locks.waiters import read_waiters
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -1,7 +1,7 @@
 """Real processes for the lease tests, and an independent overlap checker.
 
 Run as a script, this module is the child side: ``python lease_helpers.py
-<command> ...`` leases cores through :class:`~pytest_neuron.lease.LeaseManager`
+<command> ...`` leases cores through :class:`~pytest_neuron.locks.lease.LeaseManager`
 and reports on stdout (one JSON object) or through a shared log.  Every
 lease a ``loop`` child holds is logged as one JSON line ``{pid, lease_id,
 cores, physical, start, end}`` with a single ``write`` on an ``O_APPEND``
@@ -277,7 +277,7 @@ def other_user(name: str = "nobody") -> tuple[OtherUser | None, str]:
         for python in dict.fromkeys(candidates):
             if not os.path.exists(python):
                 continue
-            probe = [python, "-c", "import filelock, pytest_neuron.lease; print('ok')"]
+            probe = [python, "-c", "import filelock, pytest_neuron.locks.lease; print('ok')"]
             try:
                 done = subprocess.run(
                     probe,
@@ -321,9 +321,9 @@ def run_as(user: OtherUser, *args: str, cwd: Path, timeout: float = 60.0) -> tup
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from pytest_neuron.coreset import parse_coreset
-    from pytest_neuron.lease import LeaseManager
-    from pytest_neuron.topology import identity_topology
+    from pytest_neuron.core.coreset import parse_coreset
+    from pytest_neuron.core.topology import identity_topology
+    from pytest_neuron.locks.lease import LeaseManager
 
     pool = identity_topology(parse_coreset(args.pool, "--pool"), f"--neuron-cores={args.pool}", lnc=args.lnc)
     return LeaseManager(Path(args.root), pool, poll_interval=args.poll_interval)
@@ -336,7 +336,7 @@ def _emit(result: dict[str, Any]) -> None:
 
 def cmd_loop(args: argparse.Namespace) -> int:
     """Lease random sizes ``count`` times (or until ``--stop`` exists), logging every hold."""
-    from pytest_neuron.lease import LeaseTimeout
+    from pytest_neuron.locks.lease import LeaseTimeout
 
     manager = _manager(args)
     rng = random.Random(args.seed if args.seed is not None else os.getpid())
@@ -384,7 +384,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 def cmd_hold(args: argparse.Namespace) -> int:
     """Lease ``k`` cores, print them, hold them for ``--hold`` seconds (default: until killed)."""
-    from pytest_neuron.procinfo import my_starttime
+    from pytest_neuron.host.procinfo import my_starttime
 
     manager = _manager(args)
     lease = manager.acquire(args.k, timeout=args.timeout, worker=args.worker, test=args.test)
@@ -414,7 +414,7 @@ def cmd_spawn(args: argparse.Namespace) -> int:
     ``hold`` (until killed), ``release`` (release, report, stay alive) or ``exit``
     (release and exit, leaving the subprocess behind).
     """
-    from pytest_neuron.handoff import HANDOFF_ENV, handoff_value
+    from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
 
     manager = _manager(args)
     lease = manager.acquire(args.k, timeout=args.timeout, test="spawner")
@@ -461,7 +461,7 @@ def cmd_spawn(args: argparse.Namespace) -> int:
 
 def cmd_mutex(args: argparse.Namespace) -> int:
     """Take the domain's ``alloc.lock`` as a placement does, say so, and hold it ``--hold`` seconds."""
-    from pytest_neuron.lockdir import DomainMutex, prepare_domain
+    from pytest_neuron.locks.lockdir import DomainMutex, prepare_domain
 
     root = Path(args.root)
     prepare_domain(root, "--root")
@@ -489,8 +489,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
 
 def cmd_try(args: argparse.Namespace) -> int:
     """One request; print what happened (and release at once)."""
-    from pytest_neuron.lease import LeaseError, LeaseTimeout
-    from pytest_neuron.lockdir import LockDirError
+    from pytest_neuron.locks.lease import LeaseError, LeaseTimeout
+    from pytest_neuron.locks.lockdir import LockDirError
 
     try:
         manager = _manager(args)
@@ -521,9 +521,9 @@ def cmd_try(args: argparse.Namespace) -> int:
 
 def cmd_nested(args: argparse.Namespace) -> int:
     """Use the lease handed down in ``PYTEST_NEURON_LEASE``: lease ``k`` of its cores, nested."""
-    from pytest_neuron.handoff import inherited_handoff
-    from pytest_neuron.lease import LeaseManager, LeaseTimeout
-    from pytest_neuron.topology import identity_topology
+    from pytest_neuron.core.topology import identity_topology
+    from pytest_neuron.locks.handoff import inherited_handoff
+    from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 
     handoff = inherited_handoff(os.environ)
     if handoff is None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_neuron.handoff import HANDOFF_ENV, Handoff, handoff_value, inherited_handoff
-from pytest_neuron.procinfo import my_starttime, proc_state
+from pytest_neuron.host.procinfo import my_starttime, proc_state
+from pytest_neuron.locks.handoff import HANDOFF_ENV, Handoff, handoff_value, inherited_handoff
 
 ROOT = Path("/tmp/pytest-neuron")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from lease_helpers import EXIT_LOCKDIR, OtherUser, child_args, other_user, result_of, run_as, shared_tmpdir
 
-from pytest_neuron.handoff import HANDOFF_ENV, handoff_value, inherited_handoff
-from pytest_neuron.lease import Lease, LeaseError, LeaseManager, LeaseTimeout
-from pytest_neuron.lockdir import LockDirError
-from pytest_neuron.procinfo import my_starttime
-from pytest_neuron.topology import Topology, identity_topology
+from pytest_neuron.core.topology import Topology, identity_topology
+from pytest_neuron.host.procinfo import my_starttime
+from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value, inherited_handoff
+from pytest_neuron.locks.lease import Lease, LeaseError, LeaseManager, LeaseTimeout
+from pytest_neuron.locks.lockdir import LockDirError
 
 SOURCE = "--neuron-cores"
 
@@ -448,7 +448,7 @@ def test_lease_ids_are_unique(manager: LeaseManager) -> None:
 )
 def test_a_record_of_the_wrong_shape_is_no_record(tmp_path: Path, content: bytes) -> None:
     # the lock directory is world-writable: a planted record must not crash readers
-    from pytest_neuron.holders import read_record
+    from pytest_neuron.locks.holders import read_record
 
     path = tmp_path / "core-0000.json"
     path.write_bytes(content)

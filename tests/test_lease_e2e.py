@@ -30,7 +30,7 @@ from e2e_helpers import (
     wait_for,
 )
 
-from pytest_neuron.procinfo import proc_state
+from pytest_neuron.host.procinfo import proc_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -171,19 +171,19 @@ def test_runtime(i, neuron_cores):
 
 
 def _descendant_pids(pid: int) -> list[int]:
-    from pytest_neuron.procinfo import descendants
+    from pytest_neuron.host.procinfo import descendants
 
     return descendants(pid)
 
 
 def _children(pid: int) -> list[int]:
-    from pytest_neuron.procinfo import children_of
+    from pytest_neuron.host.procinfo import children_of
 
     return children_of(pid)
 
 
 def _cmdline(pid: int) -> str:
-    from pytest_neuron.procinfo import command_line
+    from pytest_neuron.host.procinfo import command_line
 
     return command_line(pid, limit=400)
 
@@ -193,7 +193,7 @@ def test_three_runs_under_kills_sigterms_and_sigstops(scenario: Scenario) -> Non
     import random
     import time
 
-    from pytest_neuron.lockdir import flock_holder
+    from pytest_neuron.locks.lockdir import flock_holder
 
     rng = random.Random(15)
     runs = {
@@ -277,6 +277,6 @@ def test_three_runs_under_kills_sigterms_and_sigstops(scenario: Scenario) -> Non
 
 
 def _all_pids() -> list[int]:
-    from pytest_neuron.procinfo import all_pids
+    from pytest_neuron.host.procinfo import all_pids
 
     return all_pids()

@@ -40,12 +40,12 @@ from lease_helpers import (
     wait_for,
 )
 
-from pytest_neuron.coreset import parse_coreset
-from pytest_neuron.handoff import HANDOFF_ENV, handoff_value
-from pytest_neuron.holders import Holder, write_record
-from pytest_neuron.lease import TAKEOVER_WAIT, LeaseManager
-from pytest_neuron.procinfo import is_running, proc_state
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.coreset import parse_coreset
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.host.procinfo import is_running, proc_state
+from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
+from pytest_neuron.locks.holders import Holder, write_record
+from pytest_neuron.locks.lease import TAKEOVER_WAIT, LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

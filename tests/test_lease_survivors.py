@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from lease_helpers import Children, child_args, read_line, wait_for
 
-from pytest_neuron.coreset import parse_coreset
-from pytest_neuron.lease import LeaseManager, LeaseTimeout
-from pytest_neuron.procinfo import proc_state
+from pytest_neuron.core.coreset import parse_coreset
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.host.procinfo import proc_state
+from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 from pytest_neuron.status import STALE, collect
-from pytest_neuron.topology import identity_topology
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

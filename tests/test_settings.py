@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from pytest_neuron.envpatch import EnvPatch
-from pytest_neuron.handoff import HANDOFF_ENV
-from pytest_neuron.marker import KEYWORDS, MarkerError, Request, parse_marker
-from pytest_neuron.runtime_env import MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_env, settings_env
-from pytest_neuron.settings import (
+from pytest_neuron.core.marker import KEYWORDS, MarkerError, Request, parse_marker
+from pytest_neuron.core.runtime_env import MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_env, settings_env
+from pytest_neuron.core.settings import (
     CORES_PER_WORKER,
     EXEC_TIMEOUT,
     LOG_LEVEL,
@@ -37,6 +35,8 @@ from pytest_neuron.settings import (
     parse_seconds,
     resolve,
 )
+from pytest_neuron.host.envpatch import EnvPatch
+from pytest_neuron.locks.handoff import HANDOFF_ENV
 
 SRC = "the source"
 

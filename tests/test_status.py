@@ -16,8 +16,8 @@ import pytest
 
 import pytest_neuron
 from pytest_neuron.__main__ import main
-from pytest_neuron.holders import Holder, current_user
-from pytest_neuron.lockdir import find_lock, parse_proc_locks
+from pytest_neuron.locks.holders import Holder, current_user
+from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
 from pytest_neuron.status import (
     FREE,
     HELD,
@@ -40,9 +40,9 @@ TEST_ID = "tests/test_x.py::test_y"
 CHILD = r"""
 import json, os, sys
 from pathlib import Path
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.procinfo import my_starttime
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
+from pytest_neuron.host.procinfo import my_starttime
+from pytest_neuron.core.topology import identity_topology
 
 args = json.loads(sys.argv[1])
 root = Path(args["root"])

@@ -2,7 +2,7 @@
 
 The checkers here (:func:`trace_problems`, :func:`core_overlaps`) are written
 from the trace-event format's description and share no code with
-``pytest_neuron.trace``.
+``pytest_neuron.plugins.trace``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_neuron.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
-from pytest_neuron.trace import (
+from pytest_neuron.plugins.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
+from pytest_neuron.plugins.trace import (
     MIN_WAIT,
     LeaseSpan,
     RunSpan,
@@ -550,7 +550,7 @@ def test_trace_module_is_not_imported_without_the_option(pytester: pytest.Pytest
     pytester.makepyfile(
         "import sys\n"
         "def test_not_loaded():\n"
-        "    assert 'pytest_neuron.trace' not in sys.modules\n"
-        "    assert 'pytest_neuron.timeline_html' not in sys.modules\n"
+        "    assert 'pytest_neuron.plugins.trace' not in sys.modules\n"
+        "    assert 'pytest_neuron.plugins.timeline_html' not in sys.modules\n"
     )
     pytester.runpytest_subprocess("--neuron-cores=0-3", *INNER_ARGS).assert_outcomes(passed=1)

@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import TYPE_CHECKING
 
-from .coreset import format_coreset
+from ..core.coreset import format_coreset
 from .trace import RunSpan
 
 if TYPE_CHECKING:

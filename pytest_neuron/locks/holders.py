@@ -3,7 +3,7 @@
 One small JSON file per *lease*, ``holders/<lease id>.json``, naming its
 physical cores: written by the holder *after* it has locked every core of the
 lease and removed *before* it unlocks them, always atomically (see
-:func:`~pytest_neuron.lockdir.atomic_write`), so a reader sees a whole record
+:func:`~pytest_neuron.locks.lockdir.atomic_write`), so a reader sees a whole record
 or none.  A record whose cores are unlocked therefore means its holder died
 without cleaning up; its lease id tells the next holder which processes may
 still use the cores (see lease.py).
@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..host.procinfo import is_running, my_starttime, pid_namespace
 from .lockdir import atomic_write, io_error
-from .procinfo import is_running, my_starttime, pid_namespace
 
 if TYPE_CHECKING:
     from pathlib import Path

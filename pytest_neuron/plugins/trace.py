@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .lease import Lease
+    from ..locks.lease import Lease
 
 MIN_WAIT = 0.001  # seconds: a shorter acquisition is not drawn as a wait
 CORES_PID, WORKERS_PID, WAITS_PID = 1, 2, 3
@@ -188,7 +188,7 @@ def _span(name: str, cat: str, row: tuple[int, int], span: tuple[float, float], 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
     """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each)."""
-    from .coreset import format_coreset
+    from ..core.coreset import format_coreset
 
     t0 = timeline.start
     tid = {w: i for i, w in enumerate(timeline.workers)}

@@ -66,18 +66,25 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from .coreset import format_coreset
+from ..core.coreset import format_coreset
+from ..core.placement import candidate_windows, choose_window, reservation_window
+from ..host.procinfo import (
+    become_subreaper,
+    descendants,
+    describe_process,
+    is_running,
+    lease_carriers,
+    proc_state,
+)
 from .holders import Holder, HolderRecords, new_holder
 from .lockdir import CoreLocks, DomainMutex, LockDirError, MutexTimeout, io_error, prepare_domain
-from .placement import candidate_windows, choose_window, reservation_window
-from .procinfo import become_subreaper, descendants, describe_process, is_running, lease_carriers, proc_state
 from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-    from .topology import Topology
+    from ..core.topology import Topology
 
 TAKEOVER_WAIT = 10.0  # seconds to wait for a dead holder's process to be fully gone
 FOREIGN_TAKEOVER_GRACE = 0.5  # the same, for a holder on another host name, whose exit we cannot watch
@@ -150,6 +157,10 @@ class LeaseManager:
         self._survivors: dict[str, list[int]] = {}  # dead leases still used, for the timeout message
         self._known_survivors: dict[str, list[tuple[int, int | None]]] = {}
         self._all_physical = frozenset(topology.physical_cores(topology.cores))
+
+    def prepare(self) -> None:
+        """Check and create the lock domain (once per manager); raises LockDirError."""
+        self._prepare()
 
     def _prepare(self) -> None:
         if not self._prepared:

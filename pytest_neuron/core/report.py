@@ -30,6 +30,17 @@ def header_lines(plan: RunPlan, role: str, verbose: bool) -> list[str]:
     return lines
 
 
+def order_line(order: str, source: str, recorded: int | None) -> str:
+    """Test scope: the order tests start in, why, and how many recorded durations it uses."""
+    line = f"neuron: order {order} ({source})"
+    if order == "durations":
+        count = recorded or 0
+        line += f", from {count} recorded test{'s' if count != 1 else ''}"
+        if not count:
+            line += "; biggest-first until a run records some"
+    return line
+
+
 def summary_lines(
     scope: str,
     records: Sequence[tuple[str, str, float, str | None]],

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .coreset import CoreSetError, format_coreset, parse_coreset
-from .procinfo import ancestors, inherited_lease_ids, my_starttime
+from ..core.coreset import CoreSetError, format_coreset, parse_coreset
+from ..host.procinfo import ancestors, inherited_lease_ids, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..locks.handoff import HANDOFF_ENV
 from .coreset import format_coreset
-from .handoff import HANDOFF_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

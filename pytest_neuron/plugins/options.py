@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .settings import REQUIRE, RUN_SETTINGS, TEST_SETTINGS, VALIDATE_HASH
+from ..core.settings import REQUIRE, RUN_SETTINGS, TEST_SETTINGS, VALIDATE_HASH
 
 if TYPE_CHECKING:
     import pytest

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .procinfo import describe_process
+from ..host.procinfo import describe_process
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

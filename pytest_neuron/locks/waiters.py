@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
+from ..host.procinfo import is_running, my_starttime, pid_namespace, shared_clock
 from .holders import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file, shorten
 from .lockdir import FILE_MODE, atomic_write, io_error
-from .procinfo import is_running, my_starttime, pid_namespace, shared_clock
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -27,7 +27,8 @@ T = TypeVar("T")
 LOG_LEVELS = ("ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE", "QUIET")
 LOG_LOCATIONS = ("console", "syslog")
 SCOPES = ("worker", "test")
-ORDERS = ("biggest-first", "collected")
+ORDERS = ("biggest-first", "durations", "collection")
+ORDER_ALIASES = {"collected": "collection"}  # the name 0.1 gave `collection`
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_PORT_BASE = 61234
 MAX_SECONDS = 10**7  # about 116 days: the largest wait bound accepted
@@ -123,8 +124,9 @@ def parse_seconds(value: object, source: str) -> float:
 
 def parse_order(value: object, source: str) -> str:
     order = str(value).strip().lower()
+    order = ORDER_ALIASES.get(order, order)
     if order not in ORDERS:
-        raise _bad(value, source, "biggest-first or collected")
+        raise _bad(value, source, "biggest-first, durations or collection")
     return order
 
 
@@ -221,8 +223,10 @@ PORT_BASE = Spec(
 ORDER = Spec(
     "order",
     parse_order,
-    "biggest-first",
-    "test scope: run tests asking for more cores first (biggest-first, default), or as collected",
+    None,
+    "test scope: the order tests start in: biggest-first (most cores first), durations (by the "
+    "last run's durations, from pytest's cache) or collection; default durations once a run "
+    "recorded some, else biggest-first",
     env="PYTEST_NEURON_ORDER",
 )
 TRACE = Spec(
