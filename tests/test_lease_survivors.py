@@ -140,3 +140,26 @@ def test_a_holder_that_exits_leaving_a_subprocess_hands_nothing_on(
     assert time.monotonic() - began < 10
     mgr.release(lease)
     assert os.listdir(root / "holders") == []
+
+
+def test_a_lingering_lease_is_named_in_the_holders_own_timeout(tmp_path: Path, stray: list[int]) -> None:
+    import sys
+
+    from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
+
+    mgr = manager(tmp_path / "locks", "0-1")
+    lease = mgr.acquire(2, timeout=0, test="test_sloppy")
+    env = {**os.environ, HANDOFF_ENV: handoff_value(mgr.root, lease.cores, lease_id=lease.lease_id)}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    stray.append(child.pid)
+    wait_for(lambda: alive(child.pid), 10, "the subprocess")
+    mgr.release(lease)
+    assert lease.lingering == (child.pid,)
+    with pytest.raises(LeaseTimeout) as info:
+        mgr.acquire(1, timeout=0)
+    assert f"released by test_sloppy are still used by pid {child.pid}" in str(info.value)
+    child.kill()
+    child.wait(timeout=10)
+    again = mgr.acquire(2, timeout=5)  # settled: handed back once the subprocess is gone
+    mgr.release(again)
+    assert mgr.lingering() == []

@@ -447,7 +447,13 @@ class LeaseManager:
         parts = []
         for h in holders:
             text = f"cores {format_coreset(h.cores)} held by {h.describe()}"
-            if h.lease_id in self._survivors:
+            if h.lease_id in self._lingering:
+                users = ", ".join(describe_process(pid) for pid in self._lingering[h.lease_id].lingering[:3])
+                text = (
+                    f"cores {format_coreset(h.cores)} released by {h.test or h.worker or 'this process'} are "
+                    f"still used by {users}, which it left running"
+                )
+            elif h.lease_id in self._survivors:
                 users = ", ".join(describe_process(pid) for pid in self._survivors[h.lease_id][:3])
                 text = (
                     f"cores {format_coreset(h.cores)} of a lease whose holder pid {h.pid} is gone are still "
