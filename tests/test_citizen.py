@@ -473,10 +473,12 @@ def test_master_port_is_set_only_for_tests_that_ask_for_cores(
     result = run(pytester, *args)
     assert_outcomes(result, passed=4)
     seen = {rec["test"]: rec for rec in map(json.loads, seen_file.read_text().splitlines())}
+    serial = "-n" not in args
     for name in ("plain", "plain again"):
         assert seen[name][MASTER_PORT] is None, seen
         assert seen[name][ROOT_COMM_ID] is not None, seen  # Neuron's own: for the worker's life
-        assert seen[name]["NEURON_RT_VISIBLE_CORES"] is not None, seen
+        # a serial run's slice is the whole detected host: left to the runtime's default (issue 12)
+        assert (seen[name]["NEURON_RT_VISIBLE_CORES"] is None) == serial, seen
     for name in ("marked", "fixture"):
         assert seen[name][MASTER_PORT] is not None, seen
 
