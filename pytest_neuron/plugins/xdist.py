@@ -60,6 +60,7 @@ def sub_topology(topology: Topology, cores: tuple[int, ...], source: str) -> Top
         device_of={c: topology.device_of[c] for c in cores if c in topology.device_of},
         source=source,
         limit=None,
+        whole_host=False,  # a slice: the runtime's default (every core) is not it
     )
 
 
