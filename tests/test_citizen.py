@@ -18,11 +18,12 @@ import pytest
 from conftest import BASE_ARGS, assert_outcomes
 from e2e_helpers import cores_of, gone, wait_for
 
+from pytest_neuron.core.handdown import HOST_ENV, Controller
 from pytest_neuron.core.report import summary_lines
 from pytest_neuron.core.runtime_env import MASTER_PORT, ROOT_COMM_ID, split_worker_env
 from pytest_neuron.core.topology import Host
 from pytest_neuron.host import watchdog
-from pytest_neuron.host.hostcache import HOST_ENV, host_value, inherited_host, parse_host_value
+from pytest_neuron.host.hostcache import host_value, inherited_host, parse_host_value
 from pytest_neuron.locks.nested import remove_domain, sweep_nested
 from pytest_neuron.plugins.xdist import count_workers
 
@@ -342,8 +343,9 @@ def test_a_handed_down_host_is_used_only_by_descendants() -> None:
 # -- item 7: the watchdog needs no thread ----------------------------------------------------------
 ORPHAN_CHILD = """
 import os, sys, time
+from pytest_neuron.core.handdown import Controller
 from pytest_neuron.host import watchdog
-controller = watchdog.Controller(watchdog.boot_id(), int(sys.argv[1]), None)
+controller = Controller(watchdog.boot_id(), int(sys.argv[1]), None)
 print(watchdog.watch_parent(controller, grace=0.5), flush=True)
 time.sleep(60)
 """
@@ -373,8 +375,9 @@ def test_a_worker_whose_controller_is_already_gone_exits_at_once() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     code = (
+        "from pytest_neuron.core.handdown import Controller\n"
         "from pytest_neuron.host import watchdog\n"
-        f"watchdog.watch_parent(watchdog.Controller(watchdog.boot_id(), {dead.pid}, 1))\n"
+        f"watchdog.watch_parent(Controller(watchdog.boot_id(), {dead.pid}, 1))\n"
         "print('still here')\n"
     )
     done = subprocess.run(
@@ -386,7 +389,7 @@ def test_a_worker_whose_controller_is_already_gone_exits_at_once() -> None:
 
 def test_no_watchdog_for_a_controller_elsewhere_or_none() -> None:
     assert watchdog.watch_parent(None) is False
-    assert watchdog.watch_parent(watchdog.Controller("another-host", os.getppid(), None)) is False
+    assert watchdog.watch_parent(Controller("another-host", os.getppid(), None)) is False
 
 
 # -- item 8: nested lock domains are removed -------------------------------------------------------

@@ -18,7 +18,6 @@ from pytest_neuron.core.ordering import ranking
 from pytest_neuron.plugins.scheduler import (
     CoreModel,
     NeuronScheduling,
-    expected_workers,
     horizon,
     read_core_counts,
 )
@@ -454,10 +453,12 @@ def test_every_test_runs_once_within_the_pool_and_the_run_ends(  # noqa: PLR0917
     assert not sched.has_pending
 
 
-def test_expected_workers_counts_tx_specs() -> None:
-    assert expected_workers(["popen"] * 4) == 4
-    assert expected_workers(["3*popen", "popen//python=python3"]) == 4
-    assert expected_workers([]) == 0
+def test_the_scheduler_counts_workers_as_xdist_does() -> None:
+    from pytest_neuron.plugins.xdist import count_workers
+
+    assert count_workers(["popen"] * 4) == 4
+    assert count_workers(["3*popen", "popen//python=python3"]) == 4
+    assert count_workers([]) == 0
 
 
 def test_core_counts_are_read_only_for_the_same_collection(tmp_path: Path) -> None:

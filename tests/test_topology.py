@@ -17,17 +17,9 @@ from topology_fixtures import (
 )
 
 from pytest_neuron.core import topology
-from pytest_neuron.core.topology import (
-    Host,
-    Topology,
-    TopologyError,
-    detect_host,
-    detect_with_dev,
-    detect_with_neuron_ls,
-    host_from_neuron_ls,
-    read_lnc,
-    resolve_topology,
-)
+from pytest_neuron.core.topology import Host, Topology, TopologyError, host_from_neuron_ls, resolve_topology
+from pytest_neuron.host import detect
+from pytest_neuron.host.detect import detect_host, detect_with_dev, detect_with_neuron_ls, read_lnc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -268,7 +260,7 @@ def test_detect_with_neuron_ls_gives_none_when_the_command_is_missing(
 def test_detect_with_neuron_ls_gives_up_after_the_timeout(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(topology, "NEURON_LS_TIMEOUT", 0.2)
+    monkeypatch.setattr(detect, "NEURON_LS_TIMEOUT", 0.2)
     command = fake_command(tmp_path / "bin", "neuron-ls", "exec /bin/sleep 30")
     assert detect_with_neuron_ls((str(command),), {"PATH": ""}) is None
     assert "timed out after 0.2 seconds" in caplog.text

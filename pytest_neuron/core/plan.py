@@ -14,19 +14,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..host.hostcache import inherited_host
-from ..host.watchdog import Controller
-from ..locks.handoff import Handoff, inherited_handoff
+from .handdown import Controller, Handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
-from .topology import Host, Topology, TopologyError, detect_host, resolve_topology
+from .topology import Host, Topology, TopologyError, resolve_topology
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 PLAN_ENV = "PYTEST_NEURON_PLAN"
-HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"
-NEURON_LS_ENV = "PYTEST_NEURON_NEURON_LS"
 
 
 @dataclass(frozen=True)
@@ -110,36 +106,29 @@ def build_plan(
     cmdline: Callable[[str], Any],
     ini: Callable[[str], str | None],
     env: Mapping[str, str],
-    detect: Callable[[], Any] | None = None,
+    *,
+    detect: Callable[[], tuple[Host | None, bool]],
+    handoff: Handoff | None = None,
 ) -> RunPlan:
     """Resolve every run setting and the pool.
 
-    Raises SettingError or TopologyError (both ValueError) with one line.
+    ``detect`` finds the host when the pool needs it (providers 4 and 5) and says whether it ran
+    here or was handed down; ``handoff`` is the lease this run inherited, if any.  Both come from
+    the caller, so this module reads nothing but its arguments.  Raises SettingError or
+    TopologyError (both ValueError) with one line.
     """
     explicit: tuple[str, str] | None = None
     if cmdline("neuron_cores") is not None:
         explicit = (str(cmdline("neuron_cores")), "--neuron-cores")
     elif (ini_cores := ini("neuron_cores")) and ini_cores.strip():
         explicit = (ini_cores, "ini neuron_cores")
-    handoff = inherited_handoff(env)
     found: list[tuple[Host | None, bool]] = []  # (host, detected here), once detection ran
-    if detect is None:
-        root = Path(env.get(HOST_ROOT_ENV, "/"))
-        command = tuple(env[NEURON_LS_ENV].split()) if env.get(NEURON_LS_ENV) else None
 
-        def detect() -> Any:
-            inherited = inherited_host(env)
-            if inherited is not None:
-                found.append((inherited, False))
-                return inherited
-            if command is not None:
-                host = detect_host(root=root, neuron_ls=command, env=env)
-            else:
-                host = detect_host(root=root, env=env)
-            found.append((host, True))
-            return host
+    def detect_once() -> Host | None:
+        found.append(detect())
+        return found[0][0]
 
-    topology = resolve_topology(explicit=explicit, env=env, detect=detect)
+    topology = resolve_topology(explicit=explicit, env=env, detect=detect_once)
     if handoff is not None and topology is not None and not handoff.cores.issuperset(topology.cores):
         raise TopologyError(
             f"this run is nested inside pid {handoff.pid}'s lease of cores "

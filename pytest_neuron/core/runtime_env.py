@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ..host.hostcache import HOST_ENV
-from ..locks.handoff import HANDOFF_ENV
 from .coreset import format_coreset
+from .handdown import HANDOFF_ENV, HOST_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

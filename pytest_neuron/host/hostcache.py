@@ -17,13 +17,12 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from ..core.handdown import HOST_ENV
 from ..core.topology import Host
 from .procinfo import ancestors, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-HOST_ENV = "PYTEST_NEURON_HOST"
 
 
 def host_value(host: Host) -> str:

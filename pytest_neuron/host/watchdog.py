@@ -27,9 +27,9 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.handdown import Controller
 from .procinfo import is_running, my_starttime
 
 ORPHAN_EXIT_CODE = 75
@@ -37,15 +37,6 @@ ORPHAN_EXIT_CODE = 75
 ORPHAN_SIGNAL = signal.SIGRTMAX - 2
 PR_SET_PDEATHSIG = 1
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-@dataclass(frozen=True)
-class Controller:
-    """The xdist controller as its workers know it (it travels in the plan)."""
-
-    boot_id: str
-    pid: int
-    starttime: int | None
 
 
 def boot_id() -> str:

@@ -18,30 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
+from ..core.handdown import HANDOFF_ENV, Handoff
 from ..host.procinfo import ancestors, inherited_lease_ids, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-HANDOFF_ENV = "PYTEST_NEURON_LEASE"
-
-
-@dataclass(frozen=True)
-class Handoff:
-    root: Path
-    pid: int
-    starttime: int | None
-    cores: frozenset[int]
-    plugin_vars: tuple[str, ...] = ()  # variables the holder's plugin set, not its user
-
-    @property
-    def nested_root(self) -> Path:
-        return self.root / "nested" / f"{self.pid}-{self.starttime}"
 
 
 MAX_CHAIN = 16  # lease ids kept from the enclosing runs
@@ -99,3 +84,6 @@ def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
     if (handoff.pid, handoff.starttime) not in ancestors():
         return None
     return handoff
+
+
+__all__ = ["HANDOFF_ENV", "Handoff", "handoff_value", "inherited_handoff", "inherited_ids"]

@@ -1,5 +1,9 @@
 """Exclusive, crash-safe leases of NeuronCores across processes and runs.
 
+(Longer than the package's other modules on purpose: placement under ``alloc.lock``, waiting,
+takeover and release are one protocol whose invariants, below, hold only together; the pieces
+that stand alone are in lockdir.py, holders.py and waiters.py.)
+
 Invariants (each is tested with real processes in tests/test_lease*.py):
 
 * **One flock per physical core, held exactly as long as the lease.**  The

@@ -24,16 +24,20 @@ any, with a pool   ``TracePlugin`` with ``--neuron-trace``
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..core.handdown import HANDOFF_ENV
 from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
+    from ..core.handdown import Handoff
+    from ..core.topology import Host
     from .context import NeuronContext, Role
 
 
@@ -61,6 +65,36 @@ def _option(config: pytest.Config, early: bool) -> Callable[[str], Any]:
     return early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
 
 
+HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"  # tests: the filesystem root host detection reads
+NEURON_LS_ENV = "PYTEST_NEURON_NEURON_LS"  # tests: the neuron-ls command host detection runs
+
+
+def detector(env: Mapping[str, str]) -> Callable[[], tuple[Host | None, bool]]:
+    """Host detection for build_plan: the host handed down by an enclosing run, else detected here."""
+
+    def detect() -> tuple[Host | None, bool]:
+        from ..host.detect import detect_host
+        from ..host.hostcache import inherited_host
+
+        inherited = inherited_host(env)
+        if inherited is not None:
+            return inherited, False
+        root = Path(env.get(HOST_ROOT_ENV, "/"))
+        if env.get(NEURON_LS_ENV):
+            return detect_host(root=root, neuron_ls=tuple(env[NEURON_LS_ENV].split()), env=env), True
+        return detect_host(root=root, env=env), True
+
+    return detect
+
+
+def _handoff() -> Handoff | None:
+    if HANDOFF_ENV not in os.environ:
+        return None
+    from ..locks.handoff import inherited_handoff
+
+    return inherited_handoff(os.environ)
+
+
 def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
     """The run's plan, built once per config (a usage error for bad input)."""
     if PLAN_KEY in config.stash:
@@ -70,7 +104,13 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
         if inherited is not None:
             plan = plan_from_json(inherited)
         else:
-            plan = build_plan(_option(config, early), _ini(config), os.environ)
+            plan = build_plan(
+                _option(config, early),
+                _ini(config),
+                os.environ,
+                detect=detector(os.environ),
+                handoff=_handoff(),
+            )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[PLAN_KEY] = plan
@@ -83,8 +123,9 @@ def hand_down_host(config: pytest.Config, plan: RunPlan) -> None:
     """Export the host this run detected to the runs nested in it, until this config ends."""
     if plan.host is None or not plan.detected_here:
         return
+    from ..core.handdown import HOST_ENV
     from ..host.envpatch import EnvPatch
-    from ..host.hostcache import HOST_ENV, host_value
+    from ..host.hostcache import host_value
 
     patch = EnvPatch({HOST_ENV: host_value(plan.host)}).apply()
     config.add_cleanup(patch.restore)

@@ -36,23 +36,23 @@ from ..core.runtime_env import (
     split_worker_env,
 )
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
-from ..core.waiting import FIRST_NOTICE, REPEAT_NOTICE, HolderView, gave_up_message, waiting_line
+from ..core.waiting import gave_up_message
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
 from ..locks.handoff import handoff_value
 from .state import NeuronCores, ProcessState, neuron_cores_of
 from .terminal import write_now
+from .waiting import WaitNotice
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
     import pytest
 
-    from ..core.lnc import LncLeases
     from ..core.need import Need
     from ..core.plan import RunPlan
-    from ..locks.holders import Holder
     from ..locks.lease import Lease, LeaseManager
+    from ..locks.per_lnc import LncLeases
 
 Role = Literal["single", "controller", "worker"]
 
@@ -60,57 +60,6 @@ DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
 LNC_VAR = "NEURON_LOGICAL_NC_CONFIG"
 NUM_CORES_VAR = "NEURON_RT_NUM_CORES"
 WATCHED = (VISIBLE, NUM_CORES_VAR, LNC_VAR)  # what decides which cores a runtime takes
-
-
-def holder_views(holders: Iterable[Holder]) -> list[HolderView]:
-    """One view per lease among ``holders`` (records of the cores of one lease are merged)."""
-    by_lease: dict[str, list[Holder]] = {}
-    for holder in holders:
-        by_lease.setdefault(holder.lease_id, []).append(holder)
-    views = []
-    for records in by_lease.values():
-        h = records[0]
-        cores = sorted({c for r in records for c in (r.cores or ())})
-        views.append(
-            HolderView(
-                cores=format_coreset(cores) if cores else "?",
-                pid=h.pid,
-                user=h.user,
-                host=h.host,
-                command=h.command[:200],
-                what=h.test or h.worker,
-                since=h.since,
-            )
-        )
-    return sorted(views, key=lambda v: v.since)
-
-
-class WaitNotice:
-    """Called by a waiting lease on every wake-up: prints the waiting line when it is due.
-
-    Returns False (never cancels the wait).
-    """
-
-    def __init__(self, context: NeuronContext, who: str, k: int, timeout: float) -> None:
-        self.context, self.who, self.k, self.timeout = context, who, k, timeout
-        self.start = time.monotonic()
-        self.next_notice = self.start + FIRST_NOTICE
-        self.holders: list[HolderView] = []
-
-    def current_holders(self) -> list[HolderView]:
-        manager = self.context.manager
-        topo = manager.topology
-        self.holders = holder_views(manager.holders(topo.physical_cores(topo.cores)).values())
-        return self.holders
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now >= self.next_notice:
-            self.next_notice = now + REPEAT_NOTICE
-            waited = now - self.start
-            line = waiting_line(self.who, self.k, waited, self.timeout - waited, self.current_holders())
-            write_now(self.context.config, line)
-        return False
 
 
 class NeuronContext:
@@ -176,8 +125,8 @@ class NeuronContext:
     def leases(self) -> LncLeases:
         """One lease manager per LNC on this lock domain (per-test LNC, test scope)."""
         if self._leases is None:
-            from ..core.lnc import LncLeases
             from ..locks.lease import LeaseManager
+            from ..locks.per_lnc import LncLeases
 
             self._leases = LncLeases(self.manager, LeaseManager, self.plan.lock_root)
         return self._leases

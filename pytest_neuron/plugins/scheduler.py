@@ -1,5 +1,9 @@
 """Test scope under xdist: a scheduler that knows each test's cores, and the durations of the last run.
 
+(Longer than the package's other modules on purpose: xdist's ``Scheduling`` protocol is one state
+machine, and the ordering it applies, the pool model it keeps and the durations it learns from are
+read together with it; the pure ranking rule is in core/ordering.py.)
+
 **How an xdist worker takes tests.**  A worker runs a test only once it knows
 the one after it (pytest needs ``nextitem`` to tear fixtures down), so the
 test a worker was sent last stays *parked*, not started, until another test
@@ -55,6 +59,7 @@ import pytest
 
 from ..core.ordering import Record, estimates, ranking, records_from, records_to
 from ..core.placement import choose_window, reservation_window
+from .xdist import count_workers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -67,15 +72,6 @@ PLUGIN_NAME = "neuron-durations"
 SCHEDULER_PLUGIN = "neuron-scheduler"
 COUNTS_PLUGIN = "neuron-core-counts"
 Node = Any  # xdist's WorkerController: gateway.id, send_runtest_some, shutdown, shutting_down
-
-
-def expected_workers(tx: Sequence[str]) -> int:
-    """How many workers xdist starts for these ``--tx`` specs (``3*popen`` is three)."""
-    count = 0
-    for spec in tx:
-        head, star, _ = spec.partition("*")
-        count += int(head) if star and head.isdigit() else 1
-    return count
 
 
 def collection_diff(first: Sequence[str], other: Sequence[str], first_id: str, other_id: str) -> str:
@@ -652,7 +648,7 @@ class SchedulerHooks:
 
         self.scheduler = NeuronScheduling(
             config,
-            numnodes=expected_workers(config.getoption("tx", None) or []),
+            numnodes=count_workers(config.getoption("tx", None)),
             model=CoreModel(topo.cores, topo.device_of, topo.limit),
             counts=counts,
             rank=rank,
