@@ -19,10 +19,11 @@ from .hostcache import inherited_host
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Host, Topology, TopologyError, detect_host, resolve_topology
-from .watchdog import Controller
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from .watchdog import Controller
 
 PLAN_ENV = "PYTEST_NEURON_PLAN"
 HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"
@@ -198,6 +199,8 @@ def plan_to_json(plan: RunPlan) -> str:
 
 
 def plan_from_json(text: str) -> RunPlan:
+    from .watchdog import Controller
+
     data = json.loads(text)
     topo_data = data["topology"]
     topology = None
