@@ -23,4 +23,4 @@ def test_pytest_xdists_own_suite_gives_the_same_outcomes_with_the_plugin() -> No
     )
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "same outcomes for all" in done.stdout
+    assert "same outcomes for all " in done.stdout

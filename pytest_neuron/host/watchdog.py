@@ -22,7 +22,6 @@ same host (xdist's ``popen`` gateways); other gateways are left alone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import threading
@@ -97,6 +96,8 @@ def _alive(pid: int) -> bool:
 
 def set_parent_death_signal(signum: int) -> bool:
     """``prctl(PR_SET_PDEATHSIG, signum)`` through libc; False where it is not available."""
+    import ctypes  # only in xdist workers with a pool
+
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
