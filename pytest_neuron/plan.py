@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cmdline import this_command
 from .handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
@@ -35,7 +35,7 @@ class RunPlan:
     handoff: Handoff | None = None
     slice_size: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
-    command: str = field(default_factory=lambda: " ".join(sys.argv))
+    command: str = field(default_factory=this_command)  # as typed: `python -m pytest -n 2`
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
