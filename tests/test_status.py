@@ -3,6 +3,7 @@ foreign process holding a (fake) Neuron device; the pure view and its JSON schem
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -609,3 +610,174 @@ def test_render_groups_runs_and_fits_80_columns() -> None:
     assert doc["foreign_holders"][0]["devices"] == ["/dev/neuron9"]
     assert doc["totals"]["held"] == 16
     assert doc["free_cores"] == "16-19"
+
+
+# -- two real runs and a foreign holder ----------------------------------------------------------------
+RUN_A = """
+import os, subprocess, sys, time
+import pytest
+
+def wait_for_flag():
+    deadline = time.monotonic() + 90
+    while not os.path.exists(os.environ["VIEW_FLAG"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+@pytest.mark.neuron(4)
+def test_hold_with_device_child():
+    # a child of a holder with the device open belongs to the run: it is no foreign holder
+    code = "import sys; f = open(sys.argv[1], 'rb'); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code, os.environ["VIEW_DEVICE"]], stdin=subprocess.PIPE)
+    wait_for_flag()
+    child.communicate(b"", timeout=30)
+
+@pytest.mark.neuron(4)
+def test_hold():
+    wait_for_flag()
+"""
+
+RUN_B = """
+import pytest
+
+@pytest.mark.neuron(2)
+def test_waits_for_two():
+    pass
+"""
+
+FOREIGN = "import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(300)"
+
+
+@pytest.fixture
+def procs() -> Iterator[Any]:
+    from e2e_helpers import Procs
+
+    started = Procs()
+    yield started
+    started.cleanup()
+
+
+def status_json(root: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = run_cli("status", "--lock-dir", str(root), "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_two_concurrent_runs_and_a_foreign_holder(
+    tmp_path: Path, root: Path, procs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import assert_outcomes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "test_a.py").write_text(RUN_A)
+    (tmp_path / "b" / "test_b.py").write_text(RUN_B)
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for n in (0, 1):
+        (devices / f"neuron{n}").write_bytes(b"")
+    flag = tmp_path / "release"
+    env = {
+        **os.environ,
+        "VIEW_FLAG": str(flag),
+        "VIEW_DEVICE": str(devices / "neuron1"),
+        "PYTEST_NEURON_DEVICE_PREFIX": str(devices / "neuron"),
+    }
+    common = ("--neuron-cores=0-7", f"--neuron-lock-dir={root}", "-q")
+    run_a = procs.start_pytest("-n", "2", *common, cwd=tmp_path / "a", env=env)
+    wait_until(lambda: len(status_json(root, env)["leases"]) == 2, "run A's two worker slices")
+    run_b = procs.start_pytest(
+        *common, "--neuron-scope=test", "--neuron-wait-timeout=90", cwd=tmp_path / "b", env=env
+    )
+    foreign = procs.start([sys.executable, "-c", FOREIGN, str(devices / "neuron0")], cwd=tmp_path, env=env)
+    assert foreign.stdout is not None
+    assert foreign.stdout.readline() == "open\n"
+    wait_until(lambda: len(status_json(root, env)["waiting_requests"]) == 1, "run B's waiting request")
+    wait_until(lambda: "device child" in _device_children(devices), "run A's test child opening a device")
+
+    doc = status_json(root, env)
+    here = os.uname().nodename
+    assert doc["totals"]["runs"] == 2
+    assert doc["totals"]["held"] == 8
+    assert doc["totals"]["free"] == 0
+    run_ids = [r["run"] for r in doc["runs"]]
+    assert run_ids == [f"{here}:{run_a.pid}", f"{here}:{run_b.pid}"]
+    first, second = doc["runs"]
+    assert first["command"].startswith("python -m pytest -p no:cacheprovider -p no:hypothesispytest -n 2")
+    assert "site-packages" not in first["command"]
+    assert second["command"].startswith("python -m pytest ")
+    assert (first["leases"], first["waiting_requests"], second["leases"], second["waiting_requests"]) == (
+        2,
+        0,
+        0,
+        1,
+    )
+    assert sorted(lease["worker"] for lease in doc["leases"]) == ["gw0", "gw1"]
+    assert {lease["run"] for lease in doc["leases"]} == {first["run"]}
+    (waiting,) = doc["waiting_requests"]
+    assert (waiting["pid"], waiting["user"], waiting["run"]) == (run_b.pid, current_user(), second["run"])
+    assert waiting["for"] == "test_b.py::test_waits_for_two"
+    (holder,) = doc["foreign_holders"]  # not run A's device child
+    assert (holder["pid"], holder["source"]) == (foreign.pid, "/proc/*/fd")
+    assert holder["devices"] == [str(devices / "neuron0")]
+    assert holder["command"].startswith("python -c ")
+
+    done = run_cli("status", "--lock-dir", str(root), env={**env, "COLUMNS": "80"})
+    text = done.stdout
+    assert f"run {run_a.pid} by {current_user()}@{here}: python -m pytest" in text
+    assert f"run {run_b.pid} by {current_user()}@{here}: python -m pytest" in text
+    assert text.index(f"run {run_a.pid} ") < text.index(f"run {run_b.pid} ")
+    assert "foreign holders: a Neuron device open outside pytest-neuron (from /proc/*/fd):" in text
+    assert re.search(
+        rf"^  {foreign.pid}\s+{current_user()}\s+{re.escape(str(devices)[:20])}", text, re.M
+    )
+
+    flag.write_text("")
+    assert_outcomes(procs.finish(run_a), passed=2)
+    assert_outcomes(procs.finish(run_b), passed=1)
+
+
+def _device_children(devices: Path) -> str:
+    """``device child`` once some process other than this one has ``devices/neuron1`` open."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{name}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{name}/fd/{fd}") == str(devices / "neuron1"):
+                            return "device child"
+    return ""
+
+
+def test_foreign_holders_from_neuron_ls(tmp_path: Path, root: Path) -> None:
+    listing = [
+        {
+            "neuron_device": 0,
+            "nc_count": 2,
+            "neuroncore_ids": [0, 1],
+            "neuron_processes": [{"pid": os.getpid(), "command": "python serve.py"}],
+        },
+        {"neuron_device": 1, "nc_count": 2, "neuroncore_ids": [2, 3], "neuron_processes": []},
+    ]
+    fake = tmp_path / "neuron-ls"
+    fake.write_text(f"#!{sys.executable}\nprint({json.dumps(json.dumps(listing))})\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTEST_NEURON_NEURON_LS": str(fake)}
+    done = run_cli("status", "--lock-dir", str(root), "--json", env=env)
+    doc = json.loads(done.stdout)
+    assert doc["pool"] == {"cores": "0-3", "core_list": [0, 1, 2, 3], "source": "neuron-ls"}
+    (holder,) = doc["foreign_holders"]
+    assert holder == {
+        "pid": os.getpid(),
+        "user": current_user(),
+        "command": "python serve.py",
+        "devices": ["neuron0"],
+        "physical_cores": "0-1",
+        "source": "neuron-ls",
+    }
