@@ -18,8 +18,8 @@ import sys
 import time
 
 from pytest_neuron import __version__
-from pytest_neuron.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.coreset import CoreSetError, parse_coreset
+from pytest_neuron.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.status import StatusError, collect, resolve_lock_dir
 from pytest_neuron.status_view import render_text, to_json
 
