@@ -734,9 +734,7 @@ def test_two_concurrent_runs_and_a_foreign_holder(
     assert f"run {run_b.pid} by {current_user()}@{here}: python -m pytest" in text
     assert text.index(f"run {run_a.pid} ") < text.index(f"run {run_b.pid} ")
     assert "foreign holders: a Neuron device open outside pytest-neuron (from /proc/*/fd):" in text
-    assert re.search(
-        rf"^  {foreign.pid}\s+{current_user()}\s+{re.escape(str(devices)[:20])}", text, re.M
-    )
+    assert re.search(rf"^  {foreign.pid}\s+{current_user()}\s+{re.escape(str(devices)[:20])}", text, re.M)
 
     flag.write_text("")
     assert_outcomes(procs.finish(run_a), passed=2)
