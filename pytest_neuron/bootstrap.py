@@ -36,11 +36,9 @@ def early_cmdline(config: pytest.Config) -> Callable[[str], Any]:
 
 
 def _ini(config: pytest.Config) -> Callable[[str], str | None]:
-    def read(key: str) -> str | None:
-        value = config.getini(key)
-        return None if value in ("", None) else str(value)
+    from .options import read_ini
 
-    return read
+    return lambda key: read_ini(config, key)
 
 
 def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:

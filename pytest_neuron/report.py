@@ -10,23 +10,46 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from .plan import RunPlan
+    from .settings import Resolved
 
 LONG_WAIT = 5.0  # seconds; a wait longer than this earns a line of its own
 
 
-def header_lines(plan: RunPlan, role: str, verbose: bool) -> list[str]:
+def wait_line(waits: Sequence[tuple[float, bool]]) -> str | None:
+    """Time spent waiting for cores: every lease request, whether it got cores (``True``) or not.
+
+    The one definition, used by the terminal summary and the timeline alike.
+    """
+    if not waits:
+        return None
+    total = sum(seconds for seconds, _ in waits)
+    failed = sum(1 for _, got in waits if not got)
+    n = len(waits)
+    text = f"waited {total:.1f}s for cores over {n} lease request{'s' if n != 1 else ''}"
+    return text + (f" ({failed} got none)" if failed else "")
+
+
+def header_lines(
+    plan: RunPlan, role: str, verbose: bool, test_defaults: Mapping[str, Resolved[Any]] | None = None
+) -> list[str]:
+    """The pool, scope and lock directory; with ``-v`` also every other setting not at its default,
+    the run settings and the per-test runtime settings (``test_defaults``) alike, with its source."""
     topo = plan.topology
     if topo is None:
         return ["neuron: no Neuron cores (no device found, no pool given); neuron tests will be skipped"]
     limit = f", at most {topo.limit} at once" if topo.limit is not None else ""
     line = f"neuron: pool {format_coreset(topo.cores)} from {topo.source}{limit}; scope {plan.scope}"
+    shown = {"scope", "lock_dir"}
     if plan.scope == "worker" and role == "controller" and plan.slice_size:
         line += f", {plan.slice_size} core{'s' if plan.slice_size != 1 else ''} per worker"
+        shown.add("cores_per_worker")
+    if verbose and plan.settings["scope"].source != "default":
+        line += f" (from {plan.settings['scope'].source})"
     lines = [line, f"neuron: lock directory {plan.lock_root} ({plan.lock_source})"]
     if verbose:
-        for name, resolved in plan.settings.items():
-            if resolved.source != "default":
-                lines.append(f"neuron: {name} = {resolved.value!r} ({resolved.source})")
+        for name, resolved in {**plan.settings, **(test_defaults or {})}.items():
+            if resolved.source != "default" and name not in shown:
+                lines.append(f"neuron: {name} {resolved.value} (from {resolved.source})")
     return lines
 
 
@@ -36,10 +59,17 @@ def summary_lines(
     workers: Mapping[str, Mapping[str, Any]],
     process: Mapping[str, Any] | None,
     pinned: str | None,
+    *,
+    trace: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Per worker its cores; in test scope the total and the longest waits."""
+    """Per worker its cores; the time spent waiting (:func:`wait_line`); in test scope the longest waits.
+
+    ``records``: ``(nodeid, cores, wait, worker)`` per test that asked for a lease, ``cores`` empty
+    when it got none; ``trace``: where the JSON trace and the HTML timeline were written.
+    """
     lines: list[str] = []
     slices: dict[str, str] = {}
+    waits: list[tuple[float, bool]] = []
     for worker, info in sorted(workers.items()):
         if info.get("cores"):
             slices[worker] = str(info["cores"])
@@ -47,9 +77,11 @@ def summary_lines(
             lines.append(f"{worker}: {info['error']}")
         if info.get("pinned"):
             lines.append(f"{worker}: {info['pinned']}")
+        if info.get("wait") is not None:
+            waits.append((float(info["wait"]), bool(info.get("cores"))))
     if scope == "worker":
         for _, cores, _, name in records:
-            if name and name not in slices:
+            if name and cores and name not in slices:
                 slices[name] = cores
         if slices:
             lines.insert(0, "cores per worker: " + ", ".join(f"{w} {c}" for w, c in sorted(slices.items())))
@@ -57,13 +89,16 @@ def summary_lines(
             lines.insert(0, f"this process held cores {process['cores']}")
         if process and process.get("error"):
             lines.append(str(process["error"]))
+        if process and process.get("wait") is not None:
+            waits.append((float(process["wait"]), bool(process.get("cores"))))
+        if waits and (line := wait_line(waits)):
+            lines.append(line)
     elif records:
-        total = sum(wait for _, _, wait, _ in records)
-        lines.append(
-            f"{len(records)} test{'s' if len(records) != 1 else ''} leased cores; total wait {total:.1f}s"
-        )
-        longest = sorted(records, key=lambda r: -r[2])[:3]
-        if longest[0][2] > 0.05:
+        leased = [r for r in records if r[1]]
+        waited = wait_line([(wait, bool(cores)) for _, cores, wait, _ in records])
+        lines.append(f"{len(leased)} test{'s' if len(leased) != 1 else ''} leased cores; {waited}")
+        longest = sorted(leased, key=lambda r: -r[2])[:3]
+        if longest and longest[0][2] > 0.05:
             lines.append(
                 "longest waits: " + ", ".join(f"{n} {w:.1f}s ({c})" for n, c, w, _ in longest if w > 0.05)
             )
@@ -75,4 +110,6 @@ def summary_lines(
             )
     if pinned:
         lines.append(pinned)
+    if trace is not None:
+        lines.append(f"trace written to {trace[0]} (Perfetto, chrome://tracing) and {trace[1]} (timeline)")
     return lines

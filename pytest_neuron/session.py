@@ -28,6 +28,7 @@ from .coreset import format_coreset
 from .envpatch import EnvPatch
 from .handoff import handoff_value
 from .marker import MarkerError, Request, parse_marker
+from .options import read_ini
 from .procinfo import open_devices
 from .runtime_env import PORT_VARS, lease_env, neuron_environ, settings_env
 from .settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
@@ -139,9 +140,9 @@ class NeuronSession:
         active = self.plan.topology is not None
         for spec in TEST_SETTINGS:
             cmdline = self.config.getoption(spec.dest)
-            ini = self.config.getini(spec.ini) if active else None
+            ini = read_ini(self.config, spec.ini) if active else None
             env = self.plan.user_env if active else {}
-            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini or None)
+            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini)
 
     def request_for(self, item: pytest.Item) -> Request | str | None:
         """The parsed neuron marker of ``item``, an error message, or None when unmarked."""
@@ -208,6 +209,7 @@ class NeuronSession:
                 )
             except (LeaseTimeout, LeaseError, LockDirError) as exc:
                 test_cores.error = str(exc)
+                item.user_properties.append(("neuron_wait_seconds", round(time.time() - started, 4)))
                 if self.trace is not None:
                     self.trace.wait(item.nodeid, started, time.time(), k, str(exc))
             else:
@@ -321,11 +323,11 @@ class NeuronSession:
         if report.when != "setup":
             return
         props = dict(report.user_properties)
-        if "neuron_cores" in props:
+        if "neuron_cores" in props or "neuron_wait_seconds" in props:  # without cores: a failed wait
             self.records.append(
                 (
                     report.nodeid,
-                    str(props["neuron_cores"]),
+                    str(props.get("neuron_cores", "")),
                     float(str(props.get("neuron_wait_seconds", 0.0))),
                     str(props["neuron_worker"]) if props.get("neuron_worker") else None,
                 )
@@ -356,10 +358,14 @@ class NeuronSession:
         return {
             "worker": self.worker,
             "cores": None if lease is None else lease.visible_cores,
-            "wait": None if lease is None else round(lease.wait_seconds, 3),
+            "wait": round(lease.wait_seconds, 3) if lease is not None else self._failed_wait(),
             "error": self.state.error,
             "pinned": self.pinned_message,
         }
+
+    def _failed_wait(self) -> float | None:
+        failed = self.state.failed_wait
+        return None if failed is None else round(failed[1] - failed[0], 3)
 
     # -- wiring called from plugin.py --------------------------------------------------------
     def configure(self) -> None:
@@ -383,6 +389,8 @@ class NeuronSession:
                 self.worker,
                 self.plan.run_id,
                 pool=self.plan.topology.cores,
+                lock_dir=self.plan.lock_root,
+                physical=self.plan.topology.physical,
             )
             # the slice was leased in pytest_load_initial_conftests, before the trace existed
             if self.state.lease is not None:
@@ -404,14 +412,14 @@ class NeuronSession:
         if workers > fit:
             raise pytest.UsageError(
                 f"{workers} workers need {workers} slices of {size} core{'s' if size != 1 else ''}, but pool "
-                f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto), "
-                "or a smaller --neuron-cores-per-worker"
+                f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto)"
+                + (", or a smaller --neuron-cores-per-worker" if size > 1 else "")
             )
 
     def header(self) -> list[str]:
         from .report import header_lines
 
-        return header_lines(self.plan, self.role, self.config.get_verbosity() > 0)
+        return header_lines(self.plan, self.role, self.config.get_verbosity() > 0, self.test_defaults)
 
     def finish(self) -> None:
         from .xdist_hooks import worker_output
@@ -419,16 +427,23 @@ class NeuronSession:
         output = worker_output(self.config)
         if output is not None:
             output["neuron"] = self.process_summary()
+        if self.trace is not None and self.role != "worker":
+            from .trace import finish_run
+
+            finish_run(self.trace, self.state.lease, open_devices(self.device_prefix))
 
     def summary(self) -> list[str]:
         from .report import summary_lines
 
-        if self.role == "worker" or self.plan.topology is None:
-            return []
+        if self.role == "worker" or self.plan.topology is None or self.config.get_verbosity() < -1:
+            return []  # -qq: no neuron section
         hooks = self.config.pluginmanager.get_plugin("neuron-xdist")
         workers = getattr(hooks, "worker_summaries", {}) if hooks is not None else {}
         process = self.process_summary() if self.role == "single" else None
-        return summary_lines(self.plan.scope, self.records, workers, process, self.pinned_message)
+        trace = None if self.trace is None else self.trace.written
+        return summary_lines(
+            self.plan.scope, self.records, workers, process, self.pinned_message, trace=trace
+        )
 
 
 def wants_cores(item: pytest.Item) -> bool:

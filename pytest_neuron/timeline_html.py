@@ -1,21 +1,25 @@
 """The self-contained HTML timeline of a run: inline SVG and CSS, no script, no network.
 
 One lane per core with a bar per lease (labelled with its test id, a
-``<title>`` tooltip with the details), then one lane per worker with its
-tests and, hatched, its waits for cores.  Pure: text in, text out.
+``<title>`` tooltip whose first line is the full name), grey bars for the
+leases and reservations of other runs seen on the same cores, then one lane
+per worker with its tests (skipped ones too) and, hatched, its waits for
+cores.  Pure: text in, text out.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from html import escape
 from typing import TYPE_CHECKING
 
 from .coreset import format_coreset
+from .report import wait_line
 from .trace import RunSpan
 
 if TYPE_CHECKING:
-    from .trace import LeaseSpan, Timeline, WaitSpan
+    from .trace import LeaseSpan, OtherSpan, Timeline, WaitSpan
 
 WIDTH, LEFT, RIGHT, TOP = 1400, 96, 24, 34
 WORKER_LANE = 16
@@ -24,6 +28,7 @@ PALETTE = (  # no orange or red: those mean waits and failures
     "#a0cbe8", "#8cd17d", "#ff9da7", "#79706e", "#86bcb6", "#d4a6c8",
 )  # fmt: skip
 OUTCOME_FILL = {"passed": "#b9dcb0", "failed": "#e8837c", "error": "#e8837c", "skipped": "#d5d5d5"}
+OTHER_FILL = "#9e9e9e"  # another run's lease; its reservations are hatched in the same grey
 CSS = """
 body { font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 16px 20px; color: #222; }
 h1 { font-size: 17px; margin: 0 0 4px; }
@@ -131,6 +136,23 @@ def _lease_svg(
     return "".join(parts) + "</g>"
 
 
+def _other_svg(other: OtherSpan, lanes: dict[int, int], sc: _Scale, *, y0: float, h: float) -> str:
+    kind = "lease of another run" if other.kind == "lease" else "cores reserved by another run's waiter"
+    who = f" ({other.who})" if other.who else ""
+    tip = (
+        f"{kind}: pid {other.pid}{who}, {other.what}\ncores {format_coreset(other.cores)}, "
+        f"seen from {_seconds(other.start - sc.t0)} to {_seconds(other.end - sc.t0)}"
+    )
+    tip += f"\n{other.command}" if other.command else ""
+    x, w = sc.box(other.start, other.end)
+    fill = OTHER_FILL if other.kind == "lease" else "url(#reserved)"
+    parts = [f'<g class="other {other.kind}"><title>{escape(tip)}</title>']
+    for first, count in runs([lanes[c] for c in other.cores if c in lanes]):
+        y, bh = y0 + first * h, count * h - 1
+        parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{bh:.2f}" fill="{fill}"/>')
+    return "".join(parts) + "</g>"
+
+
 def _worker_svg(span: RunSpan | WaitSpan, y: float, sc: _Scale) -> str:
     x, w = sc.box(span.start, span.end)
     held = _seconds(span.end - span.start)
@@ -179,6 +201,8 @@ def _legend(y: float) -> list[str]:
         ("#4e79a7", "core leased (colour: worker)"),
         ("url(#hatch)", "waiting for cores"),
         ("url(#failed)", "wait that got no cores"),
+        (OTHER_FILL, "another run's lease"),
+        ("url(#reserved)", "reserved by another run"),
         (OUTCOME_FILL["passed"], "test passed"),
         (OUTCOME_FILL["failed"], "failed"),
         (OUTCOME_FILL["skipped"], "skipped"),
@@ -203,7 +227,8 @@ def render_svg(timeline: Timeline) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height:.0f}" '
         f'width="{WIDTH}" height="{height:.0f}" role="img">',
-        f"<defs>{_pattern('hatch', '#fde3c0', '#f28e2b')}{_pattern('failed', '#f6c3c0', '#d62728')}</defs>",
+        f"<defs>{_pattern('hatch', '#fde3c0', '#f28e2b')}{_pattern('failed', '#f6c3c0', '#d62728')}"
+        f"{_pattern('reserved', '#e6e6e6', OTHER_FILL)}</defs>",
         *_legend(14.0),
     ]
     step = nice_step(sc.span)
@@ -229,6 +254,7 @@ def render_svg(timeline: Timeline) -> str:
             out.append(
                 _text("lane-label", (LEFT - 6, y + (h - 1) / 2 + size * 0.35), f"core {core}", "end", size)
             )
+    out += [_other_svg(other, lanes, sc, y0=cores_y, h=h) for other in timeline.others]
     colors = {w: PALETTE[i % len(PALETTE)] for i, w in enumerate(workers)}
     outcomes = {(t.worker, t.nodeid): t.outcome for t in timeline.tests}
     for lease in timeline.leases:
@@ -247,25 +273,36 @@ def render_svg(timeline: Timeline) -> str:
 
 
 def summary(timeline: Timeline) -> str:
-    """One line: tests, cores, wall time, time spent waiting, how busy the cores were."""
-    wall = timeline.end - timeline.start
+    """One line: tests, cores, the run's wall time, time spent waiting (report.wait_line), how busy."""
+    wall = timeline.duration
     held = sum((s.end - s.start) * len(s.cores) for s in timeline.leases)
-    waited = sum(s.end - s.start for s in timeline.waits)
     busy = held / (wall * len(timeline.cores)) if wall > 0 and timeline.cores else 0.0
+    waited = wait_line(timeline.wait_list()) or "no lease request"
+    others = len({o.pid for o in timeline.others})
+    seen = f"; {others} other run process{'es' if others != 1 else ''} seen on these cores" if others else ""
     return (
         f"{len(timeline.tests)} tests, {len(timeline.leases)} leases on {len(timeline.cores)} cores, "
-        f"{len(timeline.workers)} workers; wall time {wall:.1f} s, {waited:.1f} s spent waiting for cores, "
-        f"cores busy {busy:.0%} of the time"
+        f"{len(timeline.workers)} workers; the run took {wall:.1f}s; {waited}; "
+        f"cores busy {busy:.0%} of the time{seen}"
     )
 
 
-def render_html(timeline: Timeline, *, title: str = "pytest-neuron timeline") -> str:
+def title_of(timeline: Timeline) -> str:
+    """``pytest-neuron timeline: python -m pytest -n 4 (2026-12-01 08:45:15)``."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timeline.start)) if timeline.spans else ""
+    what = timeline.command or f"run {timeline.run_id}"
+    return f"pytest-neuron timeline: {what}" + (f" ({when})" if when else "")
+
+
+def render_html(timeline: Timeline, *, title: str | None = None) -> str:
     """A complete, self-contained HTML page."""
+    title = title or title_of(timeline)
     body = render_svg(timeline) if timeline.spans else "<p>Nothing was leased in this run.</p>"
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
         f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n<p>{escape(summary(timeline))}.</p>\n"
-        '<p class="hint">Hover a bar for its test, cores, start, duration and wait. The JSON trace next to '
-        "this file opens in Perfetto or chrome://tracing.</p>\n"
+        '<p class="hint">Hover a bar for its full test id, cores, start, duration and wait; grey bars are '
+        "other runs on the same cores. The JSON trace next to this file opens in Perfetto or "
+        "chrome://tracing.</p>\n"
         f"{body}\n</body>\n</html>\n"
     )
