@@ -54,6 +54,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     lines = neuron.summary()
     if lines:
+        terminalreporter.ensure_newline()  # else a pending progress line ends in a blank line under the rule
         terminalreporter.section("neuron")
         for line in lines:
             terminalreporter.write_line(line)

@@ -293,7 +293,7 @@ def test_test_scope_windows_never_overlap(
     )
     assert_no_overlap_in_time(recs)  # ...never on a common core
     assert_fake_runtime_clean(fake_host, at_least=8)
-    result.stdout.fnmatch_lines(["8 tests leased cores; total wait *s"])
+    result.stdout.fnmatch_lines(["8 tests leased cores; waited *s for cores over * lease requests"])
 
 
 FORKED_TESTS = """
