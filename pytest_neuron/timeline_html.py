@@ -146,9 +146,11 @@ def _other_svg(other: OtherSpan, lanes: dict[int, int], sc: _Scale, *, y0: float
     tip += f"\n{other.command}" if other.command else ""
     x, w = sc.box(other.start, other.end)
     fill = OTHER_FILL if other.kind == "lease" else "url(#reserved)"
+    part = 1.0 if other.kind == "lease" else 0.4  # a reservation: the lower part, over this run's leases
     parts = [f'<g class="other {other.kind}"><title>{escape(tip)}</title>']
     for first, count in runs([lanes[c] for c in other.cores if c in lanes]):
-        y, bh = y0 + first * h, count * h - 1
+        full = count * h - 1
+        y, bh = y0 + first * h + full * (1 - part), full * part
         parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{bh:.2f}" fill="{fill}"/>')
     return "".join(parts) + "</g>"
 
@@ -254,12 +256,12 @@ def render_svg(timeline: Timeline) -> str:
             out.append(
                 _text("lane-label", (LEFT - 6, y + (h - 1) / 2 + size * 0.35), f"core {core}", "end", size)
             )
-    out += [_other_svg(other, lanes, sc, y0=cores_y, h=h) for other in timeline.others]
     colors = {w: PALETTE[i % len(PALETTE)] for i, w in enumerate(workers)}
     outcomes = {(t.worker, t.nodeid): t.outcome for t in timeline.tests}
     for lease in timeline.leases:
         outcome = outcomes.get((lease.worker, lease.label), "")
         out.append(_lease_svg(lease, lanes, sc, y0=cores_y, h=h, color=colors[lease.worker], outcome=outcome))
+    out += [_other_svg(other, lanes, sc, y0=cores_y, h=h) for other in timeline.others]
     out.append(_text("section", (8, workers_y - 6), "workers"))
     rows = {w: workers_y + i * WORKER_LANE for i, w in enumerate(workers)}
     for worker, y in rows.items():

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .lease import Lease
 
 MIN_WAIT = 0.001  # seconds: a shorter acquisition is not drawn as a wait
-CORES_PID, WORKERS_PID, WAITS_PID = 1, 2, 3
+CORES_PID, WORKERS_PID, WAITS_PID, OTHERS_PID = 1, 2, 3, 4
 OTHER_COLOR = "grey"
 SAMPLE_EVERY = 0.25  # seconds between two looks at the lock directory for other runs
 OUTCOME_COLOR = {"passed": "good", "failed": "terrible", "error": "terrible", "skipped": "grey"}
@@ -216,9 +216,10 @@ def timeline_from_records(records: Iterable[dict[str, Any]], *, now: float) -> T
     if owner is not None and owner in closed:
         timeline.run_end = closed[owner]
     mine = set(opened)
-    pids = {int(rec.get("pid", 0)) for rec in records}
+    pids = {int(rec.get("pid", 0)) for rec in records if rec.get("kind") != "other"}  # this run's processes
     for rec in others:
-        if rec.get("lease_id") in mine or (rec.get("what_kind") == "reservation" and rec.get("pid") in pids):
+        own_waiter = rec.get("what_kind") == "reservation" and rec.get("holder_pid") in pids
+        if rec.get("lease_id") in mine or own_waiter:
             continue  # this run's own lease, or its own waiter's reservation
         timeline.others.append(
             OtherSpan(
@@ -226,7 +227,7 @@ def timeline_from_records(records: Iterable[dict[str, Any]], *, now: float) -> T
                 tuple(rec["cores"]),
                 float(rec["start"]),
                 float(rec["end"]),
-                int(rec["pid"]),
+                int(rec["holder_pid"]),
                 str(rec.get("who", "")),
                 str(rec.get("what", "")),
                 str(rec.get("command", "")),
@@ -256,14 +257,20 @@ def _span(name: str, cat: str, row: tuple[int, int], span: tuple[float, float], 
 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
-    """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each)."""
+    """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each),
+    and ``other runs`` (a row per core another run held or reserved while this run lasted)."""
     from .coreset import format_coreset
 
     t0 = timeline.start
     tid = {w: i for i, w in enumerate(timeline.workers)}
     events: list[dict[str, Any]] = []
-    for pid, name in ((CORES_PID, "cores"), (WORKERS_PID, "workers"), (WAITS_PID, "waits")):
+    processes = [(CORES_PID, "cores"), (WORKERS_PID, "workers"), (WAITS_PID, "waits")]
+    processes += [(OTHERS_PID, "other runs")] if timeline.others else []
+    for pid, name in processes:
         events += [_meta(pid, None, "process_name", name), _meta(pid, None, "process_sort_index", pid)]
+    for core in sorted({c for other in timeline.others for c in other.cores}):
+        events += [_meta(OTHERS_PID, core, "thread_name", f"core {core}")]
+        events += [_meta(OTHERS_PID, core, "thread_sort_index", core)]
     for core in timeline.cores:
         events += [_meta(CORES_PID, core, "thread_name", f"core {core}")]
         events += [_meta(CORES_PID, core, "thread_sort_index", core)]
@@ -291,7 +298,7 @@ def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
         name = f"other run: pid {other.pid} {other.what}"
         info = {"pid": other.pid, "user": other.who, "what": other.what, "command": other.command}
         for core in other.cores:
-            event = _span(name, f"other-run {other.kind}", (CORES_PID, core), (other.start, other.end), t0)
+            event = _span(name, f"other-run {other.kind}", (OTHERS_PID, core), (other.start, other.end), t0)
             events.append({**event, "args": info, "cname": OTHER_COLOR})
     return events
 
@@ -509,7 +516,7 @@ class OtherRuns:
                     "lease_id": h.lease_id,
                     "cores": [],
                     "start": min(float(h.since), now),
-                    "pid": h.pid,
+                    "holder_pid": h.pid,
                     "who": f"{h.user}@{h.host}",
                     "what": h.test or (h.worker if isinstance(h.worker, str) else "reservation") or "",
                     "command": h.command,
@@ -529,7 +536,7 @@ class OtherRuns:
                     "what_kind": "reservation",
                     "cores": lanes,
                     "start": now,
-                    "pid": w.pid,
+                    "holder_pid": w.pid,
                     "who": "",
                     "what": f"{w.what} waits for {w.k} cores, reserves them",
                     "command": "",
