@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
@@ -841,3 +842,16 @@ def test_warns_when_pytest_timeout_fires_before_the_runtime(
             f"test_warns_when_pytest_timeout_fires_before_the_runtime.py::{test}: pytest-timeout "
             f"({pytest_timeout}s) fires at or before NEURON_RT_EXEC_TIMEOUT ({exec_timeout}s)"
         ) in text, text
+
+
+# -- the neuron section of the terminal summary ----------------------------------------------------
+def test_neuron_section_layout_and_quiet_levels(pytester: pytest.Pytester, lock_dir: Path) -> None:
+    pytester.makepyfile("import pytest\n\n@pytest.mark.neuron(1)\ndef test_a(): pass\n")
+    common = ("--neuron-cores=0-3", f"--neuron-lock-dir={lock_dir}")
+    lines = run(pytester, *common).outlines
+    rule = next(i for i, line in enumerate(lines) if re.fullmatch(r"=+ neuron =+", line))
+    assert lines[rule + 1] == "this process held cores 0-3"  # no blank line under the rule
+    assert "this process held cores 0-3" in run(pytester, *common, "-q").outlines
+    quieter = run(pytester, *common, "-qq")
+    assert quieter.ret == pytest.ExitCode.OK
+    assert not [line for line in quieter.outlines if "neuron" in line or "held cores" in line]

@@ -230,7 +230,9 @@ def test_n_auto_starts_as_many_workers_as_slices_fit_at_most_the_cpus(
         ),
         (
             ["-n", "9"],
-            "9 workers need 9 slices of 1 core, but pool 0-7 (--neuron-cores=0-7) holds only 8; use -n 8",
+            # a smaller slice than 1 core is impossible: not suggested
+            "9 workers need 9 slices of 1 core, but pool 0-7 (--neuron-cores=0-7) holds only 8; use -n 8 "
+            "(or -n auto)\n",
         ),
         (
             ["-n", "2", "--neuron-cores-per-worker=9"],
@@ -249,7 +251,7 @@ def test_more_workers_than_slices_is_a_usage_error(
     assert "[gw" not in text  # no worker was started
     lines = [line for line in result.errlines if line.strip()]
     assert len(lines) == 1, text
-    assert lines[0].startswith(f"ERROR: {message}"), text
+    assert (lines[0] + "\n").startswith(f"ERROR: {message}"), text
 
 
 # -- test scope ---------------------------------------------------------------------------------
