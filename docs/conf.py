@@ -13,7 +13,7 @@ extensions = ["myst_parser"]
 myst_enable_extensions = ["deflist"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "samples", "Thumbs.db", ".DS_Store"]  # samples/: suites of check_samples.py
 html_theme = "furo"
 html_title = "pytest-neuron"
 # Headings up to ### get anchors, so pages can link to [a section](#a-section).
