@@ -20,3 +20,4 @@ html_title = "pytest-neuron"
 # A link to a missing page or anchor is a warning, so it fails the -W build.
 myst_heading_anchors = 3
 html_static_path = ["_static"]  # the example timeline (HTML, JSON, PNG) ships with the docs
+html_css_files = ["tables.css"]  # wrap wide table cells (the configuration tables)
