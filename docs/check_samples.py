@@ -10,12 +10,12 @@ that say how it was made::
 
 Directives, in order: ``files DIR`` (copy docs/samples/DIR into the scratch directory),
 ``root`` (run from the repository root instead), ``bg CMD`` (start CMD in the background),
-``setup CMD`` (run CMD first), ``wait-leases N`` / ``wait-waiters N`` (until the status of ``/tmp/docsrun/locks`` shows N leases /
-waiting requests), ``sleep S``, ``run CMD`` (the command whose output the sample shows; without it,
-the sample's own first line ``$ CMD``), and ``unchecked REASON`` for a sample no command here can
-reproduce (measured numbers, another host).  ``/tmp/docsrun`` in a command is a fresh scratch
-directory; commands run in bash on a simulated pool with no Neuron device (no ``neuron-ls``, an
-empty host root).
+``setup CMD`` (run CMD first), ``wait-leases N`` / ``wait-waiters N`` (until the status of
+``/tmp/docsrun/locks`` shows N leases / waiting requests), ``sleep S``, ``run CMD`` (the
+command whose output the sample shows; without it, the sample's own first line ``$ CMD``),
+and ``unchecked REASON`` for a sample no command here can reproduce (measured numbers,
+another host).  ``/tmp/docsrun`` in a command is a fresh scratch directory; commands run in
+bash on a simulated pool with no Neuron device (no ``neuron-ls``, an empty host root).
 
 The check: after normalising what varies between runs (times, durations, pids, ids, user and
 host, interpreter and plugin versions, column padding, the order of lines of xdist workers and of
@@ -230,6 +230,7 @@ def normalise(text: str) -> list[str]:
         for pattern, replacement in patterns:
             line = pattern.sub(replacement, line)
         line = re.sub(r"(?<=\S) {2,}", " ", line)
+        line = re.sub(r"^([=_-])\1+ (.*?) \1+$", r"\1\1 \2 \1\1", line)  # a rule's width follows its text
         out.append(line)
     # lines of xdist workers ([gw1] PASSED ...) and the ordering of parallel runs vary: sort each block
     result: list[str] = []
@@ -272,7 +273,7 @@ def check(sample: Sample) -> list[str]:
     if sample.unchecked is not None:
         return []
     if sample.command is None:
-        return [f"no `% sample: run CMD` (or `% sample: unchecked REASON`) above it, and no `$ CMD` line"]
+        return ["no `% sample: run CMD` (or `% sample: unchecked REASON`) above it, and no `$ CMD` line"]
     scratch = Path(tempfile.mkdtemp(prefix="docsrun-"))
     try:
         return differences(sample.text, run_sample(sample, scratch))
