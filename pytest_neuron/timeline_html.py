@@ -155,6 +155,34 @@ def _other_svg(other: OtherSpan, lanes: dict[int, int], sc: _Scale, *, y0: float
     return "".join(parts) + "</g>"
 
 
+def _slice_tests_svg(
+    lease: LeaseSpan, tests: list[RunSpan], lanes: dict[int, int], sc: _Scale, *, y0: float, h: float
+) -> str:
+    """A worker-scope slice's tests, drawn inside its bar: as tall as its cores, not a sliver."""
+    parts: list[str] = []
+    blocks = runs([lanes[c] for c in lease.cores if c in lanes])
+    for test in tests:
+        if test.worker != lease.worker or test.end < lease.start or test.start > lease.end:
+            continue
+        x, w = sc.box(max(test.start, lease.start), min(test.end, lease.end))
+        tip = f"{test.nodeid}\n{test.outcome} on {test.worker} (cores {format_coreset(lease.cores)})"
+        tip += f"\nstart {_seconds(test.start - sc.t0)}, ran {_seconds(test.end - test.start)}"
+        parts.append(f'<g class="slice-test {test.outcome}"><title>{escape(tip)}</title>')
+        for first, count in blocks:
+            y, bh = y0 + first * h + 2, max(count * h - 5, 1.0)
+            fill = OUTCOME_FILL.get(test.outcome, "#ccc")
+            parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{bh:.2f}" fill="{fill}"/>')
+        first, count = max(blocks, key=lambda b: b[1]) if blocks else (0, 0)
+        size = min(10.0, count * h - 4)
+        text = fit_text(short_label(test.nodeid), w, size) if blocks and size >= 7 else ""
+        if text:
+            ty = y0 + first * h + (count * h - 1) / 2 + size * 0.35
+            style = f'style="font-size:{size:.0f}px"'
+            parts.append(f'<text class="tlabel" x="{x + 3:.2f}" y="{ty:.2f}" {style}>{escape(text)}</text>')
+        parts.append("</g>")
+    return "".join(parts)
+
+
 def _worker_svg(span: RunSpan | WaitSpan, y: float, sc: _Scale) -> str:
     x, w = sc.box(span.start, span.end)
     held = _seconds(span.end - span.start)
@@ -261,6 +289,8 @@ def render_svg(timeline: Timeline) -> str:
     for lease in timeline.leases:
         outcome = outcomes.get((lease.worker, lease.label), "")
         out.append(_lease_svg(lease, lanes, sc, y0=cores_y, h=h, color=colors[lease.worker], outcome=outcome))
+        if lease.label == lease.worker:  # a worker-scope slice: its tests inside it
+            out.append(_slice_tests_svg(lease, timeline.tests, lanes, sc, y0=cores_y, h=h))
     out += [_other_svg(other, lanes, sc, y0=cores_y, h=h) for other in timeline.others]
     out.append(_text("section", (8, workers_y - 6), "workers"))
     rows = {w: workers_y + i * WORKER_LANE for i, w in enumerate(workers)}

@@ -762,3 +762,19 @@ def test_a_bad_trace_path_is_one_line(pytester: pytest.Pytester, where: str) -> 
         f"ERROR: invalid value {str(path)!r} from --neuron-trace: {reason}; "
         "expected a new path or a regular file (the JSON trace; the HTML timeline goes next to it)"
     )
+
+
+def test_worker_scope_tests_are_drawn_inside_their_slice() -> None:
+    records = [
+        lease_rec("gw0", [0, 1, 2, 3], T0, id="slice"),
+        phase_rec("tests/t.py::test_first", "call", T0 + 0.5),
+        phase_rec("tests/t.py::test_second", "call", T0 + 1.0, outcome="failed"),
+        release_rec("slice", T0 + 2),
+    ]
+    svg = svg_of(render_html(timeline_from_records(records, now=T0 + 3)))
+    inside = [g for g in svg.iter(f"{SVG_NS}g") if (g.get("class") or "").startswith("slice-test")]
+    assert [g.get("class") for g in inside] == ["slice-test passed", "slice-test failed"]
+    titles = [(g.find(f"{SVG_NS}title").text or "").split("\n")[0] for g in inside]  # type: ignore[union-attr]
+    assert titles == ["tests/t.py::test_first", "tests/t.py::test_second"]  # full ids in the tooltip
+    heights = [float(r.get("height", 0)) for g in inside for r in g.iter(f"{SVG_NS}rect")]
+    assert min(heights) > 3 * 16  # as tall as the slice's four core lanes, not a worker-lane sliver
