@@ -326,7 +326,9 @@ def test_waiters_with_user_and_run(
     assert doc["waiting_requests"][0]["ticket"] < doc["waiting_requests"][1]["ticket"]
     assert doc["totals"]["waiting_requests"] == 2
     assert doc["totals"]["runs"] == 3
-    for waiter in reversed(waiters):  # the newest first, or it would clear the older one's file
+    for waiter in waiters:  # stopped first: a live waiter removes the records of dead ones
+        os.kill(waiter.pid, signal.SIGSTOP)
+    for waiter in waiters:
         waiter.stop(signal.SIGKILL)  # dies without removing its waiter file
     _, out, _ = status(capsys, "--lock-dir", str(root))
     assert f"{waiters[0].pid} (gone)" in out
