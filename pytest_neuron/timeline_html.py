@@ -334,7 +334,9 @@ def render_html(timeline: Timeline, *, title: str | None = None) -> str:
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
         f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n<p>{escape(summary(timeline))}.</p>\n"
         '<p class="hint">Hover a bar for its full test id, cores, start, duration and wait; grey bars are '
-        "other runs on the same cores. The JSON trace next to this file opens in Perfetto or "
-        "chrome://tracing.</p>\n"
+        "other runs on the same cores. The run's time counts from the plugin's start to the end of the "
+        "session (pytest's own total starts a little later and also counts the terminal summary); the "
+        "wait is the one the terminal's neuron section gives. The JSON trace next to this file opens in "
+        "Perfetto or chrome://tracing.</p>\n"
         f"{body}\n</body>\n</html>\n"
     )
