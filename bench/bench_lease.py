@@ -2,9 +2,13 @@
 
 Rows of the table:
 
-* lease + release of 1, 8 and 32 cores from a 32-core identity pool, first
-  with nobody else in the lock domain, then while ``--contenders`` processes
-  each lease 1 core in a loop (holding it ``--hold`` seconds);
+* lease + release of every window size 1, 2, 4, ..., 128 from a 128-core
+  identity pool with nobody else in the lock domain (the cost must be flat in
+  the window size: one flock call per core on kept descriptors, one record per
+  lease);
+* lease + release of 1, 8 and 32 cores from a 32-core pool while
+  ``--contenders`` processes each lease 1 core in a loop (holding it
+  ``--hold`` seconds);
 * the takeover: a child holds a 4-core pool, a waiter in this process is
   already waiting for it, the child is SIGKILLed; the time from the kill
   until the waiter holds the cores (median of ``--kill-rounds``).
@@ -31,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_neuron.lease import Lease, LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import Lease, LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-SIZES = (1, 8, 32)
+SIZES = (1, 8, 32)  # contended, on the 32-core pool
+WINDOW_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # uncontended, on the 128-core pool
 
 
 def manager(root: Path, n: int) -> LeaseManager:
@@ -246,8 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(header(base), flush=True)
         started = time.monotonic()
         pool_root = base / "pool32"
-        mgr = manager(pool_root, 32)
-        rows = [Row(k, "uncontended", lease_release_latency(mgr, k, args.iterations, 60.0)) for k in SIZES]
+        big = manager(base / "pool128", 128)
+        rows = [
+            Row(k, "uncontended", lease_release_latency(big, k, args.iterations, 60.0)) for k in WINDOW_SIZES
+        ]
         rows += with_contenders(pool_root, args, [(k, args.contended_iterations) for k in SIZES])[0]
         kills = takeover_after_kill(base / "pool4", args.kill_rounds)
         print()

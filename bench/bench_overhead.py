@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lease import Row, header, lease_release_latency, with_contenders
 from packing_model import ideal_makespan, lower_bound, make_workload
 
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -16,7 +16,7 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from pytest_neuron.placement import choose_window
+from pytest_neuron.core.placement import choose_window
 
 DEFAULT_MIX = {1: 60, 2: 20, 4: 10, 8: 8, 32: 2}
 

@@ -8,7 +8,7 @@ that say how it was made::
     ...
     ```
 
-Directives, in order: ``files DIR`` (copy docs/samples/DIR into the scratch directory),
+Directives, in order: ``files DIR...`` (copy docs/samples/DIR into the scratch directory),
 ``root`` (run from the repository root instead), ``bg CMD`` (start CMD in the background),
 ``setup CMD`` (run CMD first), ``wait-leases N`` / ``wait-waiters N`` (until the status of
 ``/tmp/docsrun/locks`` shows N leases / waiting requests), ``sleep S``, ``run CMD`` (the
@@ -150,7 +150,8 @@ def run_sample(sample: Sample, scratch: Path) -> str:
     try:
         for step, arg in sample.steps:
             if step == "files":
-                shutil.copytree(SAMPLE_FILES / arg, scratch, dirs_exist_ok=True)
+                for name in arg.split():
+                    shutil.copytree(SAMPLE_FILES / name, scratch, dirs_exist_ok=True)
             elif step == "root":
                 cwd = ROOT
             elif step == "bg":
@@ -214,7 +215,7 @@ def _patterns() -> list[tuple[re.Pattern[str], str]]:
         (re.compile(r"\b\d+\.\d+\b"), "#n"),
         (re.compile(r"\b[0-9a-f]{12,}\b"), "#hex"),
         (re.compile(r"\bgw\d+\b"), "gw#"),  # which worker gets which slice or test varies
-        (re.compile(r"\b\d{3,}(\.\d+)?\b"), "#n"),
+        (re.compile(r"(?<!localhost:)(?<!PORT=)\b\d{3,}(\.\d+)?\b"), "#n"),  # ports are kept
     ]
 
 
@@ -247,7 +248,11 @@ def normalise(text: str) -> list[str]:
 
 def differences(sample_text: str, output: str) -> list[str]:
     """Sample lines not found in the output, in order; empty when the sample matches."""
-    wanted = [line for line in normalise(sample_text) if line.strip() and not line.lstrip().startswith("$ ")]
+    wanted = [
+        line
+        for line in normalise(sample_text)
+        if line.strip() not in ("", "...") and not line.lstrip().startswith("$ ")  # "...": lines left out
+    ]
     got = normalise(output)
     at = 0
     for line in wanted:

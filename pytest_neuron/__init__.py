@@ -8,13 +8,13 @@ __version__ = "0.1.0"
 __all__ = ["NeuronCores", "NeuronWarning", "__version__"]
 
 if TYPE_CHECKING:
-    from .state import NeuronCores, NeuronWarning
+    from .plugins.state import NeuronCores, NeuronWarning
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `python -m pytest_neuron status` does not import pytest.
     if name in ("NeuronCores", "NeuronWarning"):
-        from . import state
+        from .plugins import state
 
         return getattr(state, name)
     raise AttributeError(f"module 'pytest_neuron' has no attribute {name!r}")

@@ -18,8 +18,8 @@ import sys
 import time
 
 from pytest_neuron import __version__
-from pytest_neuron.coreset import CoreSetError, parse_coreset
-from pytest_neuron.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
+from pytest_neuron.core.coreset import CoreSetError, parse_coreset
+from pytest_neuron.locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.status import StatusError, collect, resolve_lock_dir
 from pytest_neuron.status_view import render_text, to_json
 
@@ -60,7 +60,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(lock_dir: str | None, cores: str | None, as_json: bool) -> int:
-    path, source = resolve_lock_dir(lock_dir, os.environ)
     pool = None
     if cores is not None:
         try:
@@ -69,6 +68,7 @@ def _status(lock_dir: str | None, cores: str | None, as_json: bool) -> int:
             print(f"{PROG} status: error: {exc}", file=sys.stderr)
             return 2
     try:
+        path, source = resolve_lock_dir(lock_dir, os.environ)
         view = collect(path, source, pool=pool, pool_source=f"--cores={cores}")
     except StatusError as exc:
         print(f"{PROG} status: error: {exc}", file=sys.stderr)

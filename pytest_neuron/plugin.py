@@ -1,4 +1,4 @@
-"""pytest11 entry point of pytest-neuron: wires hooks to the modules that do the work."""
+"""pytest11 entry point of pytest-neuron: hook functions only; plugins/bootstrap.py decides the rest."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .bootstrap import SESSION_KEY, start
-from .marker import MARKER_DOC
-from .options import add_options
+from .core.marker import MARKER_DOC
+from .plugins.bootstrap import configure, start
+from .plugins.keys import CONTEXT_KEY
+from .plugins.options import add_options
 
 if TYPE_CHECKING:
-    from .state import NeuronCores
+    from .plugins.state import NeuronCores
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
@@ -20,39 +21,54 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    if early_config.pluginmanager.hasplugin("xdist") and not early_config.pluginmanager.has_plugin(
-        "neuron-xdist"
-    ):
-        from .xdist_hooks import XdistHooks
+    pm = early_config.pluginmanager
+    if pm.hasplugin("xdist") and not pm.has_plugin("neuron-xdist"):
+        from .plugins.xdist import XdistHooks
 
-        early_config.pluginmanager.register(XdistHooks(), "neuron-xdist")
+        pm.register(XdistHooks(), "neuron-xdist")
     start(early_config, early=True)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_DOC)
-    session = start(config, early=False)
-    session.configure()
+    configure(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    session = config.stash.get(SESSION_KEY, None)
-    return [] if session is None else session.header()
+    from .plugins.reporting import header
+
+    context = config.stash.get(CONTEXT_KEY, None)
+    return [] if context is None else header(context)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    neuron = session.config.stash.get(SESSION_KEY, None)
-    if neuron is not None:
-        neuron.finish()
+    context = session.config.stash.get(CONTEXT_KEY, None)
+    if context is None or context.plan.topology is None:
+        return
+    from .plugins.reporting import report_overrides
+    from .plugins.xdist import worker_output
+
+    report_overrides(context)
+    output = worker_output(session.config)
+    if output is not None:
+        output["neuron"] = context.process_summary()
+    if context.trace is not None and context.role != "worker":
+        from .host.procinfo import open_devices
+        from .plugins.trace import finish_run
+
+        finish_run(context.trace, context.state.lease, open_devices(context.device_prefix))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    neuron = config.stash.get(SESSION_KEY, None)
-    if neuron is None:
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is None:
         return
-    lines = neuron.summary()
+    from .plugins.reporting import summary
+
+    hooks = config.pluginmanager.get_plugin("neuron-xdist")
+    lines = summary(context, getattr(hooks, "worker_summaries", {}))
     if lines:
         terminalreporter.ensure_newline()  # else a pending progress line ends in a blank line under the rule
         terminalreporter.section("neuron")
@@ -60,11 +76,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.write_line(line)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is None or context.plan.topology is None:
+        return
+    context.release_process_slice()
+    if context.trace is not None:
+        context.trace.close()
+
+
 @pytest.fixture
 def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     """The NeuronCores this test runs with (skips when there are none)."""
-    session = request.config.stash.get(SESSION_KEY, None)
-    cores = None if session is None else session.cores_for(request.node)
+    from .plugins.marked import lease_of
+
+    context = request.config.stash.get(CONTEXT_KEY, None)
+    cores = None
+    if context is not None and context.plan.topology is not None:
+        cores = context.cores_for(*lease_of(context, request.node))
     if cores is None:
         pytest.skip("no Neuron cores for this test: no pool (pass --neuron-cores to simulate one)")
     return cores

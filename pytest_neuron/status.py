@@ -1,15 +1,17 @@
 """``pytest-neuron status``: which physical NeuronCores are held, by which run, and who waits.
 
-It reads a lock domain (see lockdir.py) *without taking any lock*, not even a
-probe flock, which would make a concurrent non-blocking acquire fail.  Whether
-a core is locked comes from ``/proc/locks``, matched by device and inode
-against ``cores/core-NNNN.lock``; who holds it from the holder records in
-``holders/``.  ``/proc/locks`` is read before and after the records: a holder
-writes its record only while locked, so a record seen between the two reads is
-never mistaken for a stale one because of a lease that began or ended meanwhile.
+It reads a lock domain (see locks/lockdir.py) *without taking any lock*, not
+even a probe flock, which would make a concurrent non-blocking acquire fail.
+Whether a core is locked comes from ``/proc/locks``, matched by device and
+inode against ``cores/core-NNNN.lock``; who holds it from the holder records
+(one per lease, ``holders/<lease id>.json``).  ``/proc/locks`` is read before
+and after the records: a holder writes its record only while locked, so a
+record seen between the two reads is never mistaken for a stale one because of
+a lease that began or ended meanwhile.
 
-This module only reads: :func:`collect` turns the directory, ``/proc`` and
-``neuron-ls`` into a :class:`~pytest_neuron.status_view.View` (one row per
+This module only reads: :func:`read_report` gives the per-core state
+(:func:`classify`, :func:`lease_rows`), and :func:`collect` turns it, ``/proc``
+and ``neuron-ls`` into a :class:`~pytest_neuron.status_view.View` (one row per
 lease, the run of each, foreign holders, the pool), which status_view.py
 renders.  The record layout is known here alone.
 """
@@ -27,10 +29,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cmdline import as_typed, path_dirs
-from .holders import Holder, read_record, read_small_file
-from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
-from .procinfo import ancestors, is_running, proc_state
+from .core.cmdline import as_typed, path_dirs
+from .core.coreset import format_coreset
+from .host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
+from .locks.holders import RECORD_NAME, Holder, read_record
+from .locks.lockdir import (
+    DEFAULT_LOCK_DIR,
+    LOCK_DIR_ENV,
+    PROC_LOCKS,
+    LockTable,
+    find_lock,
+    read_proc_locks,
+)
+from .locks.waiters import read_waiters
 from .status_view import (
     FREE,
     HELD,
@@ -47,15 +58,14 @@ from .status_view import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from .topology import Host
+    from .core.topology import Host
 
 __all__ = ["FREE", "HELD", "HELD_NO_RECORD", "STALE", "StatusError", "collect", "resolve_lock_dir"]
 
 PROC = Path("/proc")
-PROC_LOCKS = PROC / "locks"
 MAX_NESTING = 16
-DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"  # as in session.py: the fake runtime's device files
-NEURON_LS_ENV, HOST_ROOT_ENV = "PYTEST_NEURON_NEURON_LS", "PYTEST_NEURON_HOST_ROOT"  # as in plan.py
+DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"  # as in the plugin: the fake runtime's device files
+NEURON_LS_ENV, HOST_ROOT_ENV = "PYTEST_NEURON_NEURON_LS", "PYTEST_NEURON_HOST_ROOT"  # as in core/plan.py
 NEURON_LS_TIMEOUT = 10.0
 #: the code an execnet (xdist) worker runs (``python -c CODE``): its run is its parent, the controller
 XDIST_WORKER_CODE = "import sys;exec(eval(sys.stdin.readline()))"
@@ -64,9 +74,6 @@ _CORE_FILE = re.compile(r"core-(\d+)\.(lock|json)")
 _NESTED_DIR = re.compile(r"(\d+)-(\d+|None)")
 _DEVICE_INDEX = re.compile(r"(\d+)$")
 
-#: ``(major, minor, inode)`` of a flocked file -> pid that took the lock (0: not visible here).
-LockTable = dict[tuple[int, int, int], int]
-
 
 class StatusError(Exception):
     """The lock directory cannot be read; ``str()`` is the one-line reason."""
@@ -74,17 +81,16 @@ class StatusError(Exception):
 
 @dataclass(frozen=True)
 class CoreStatus:
-    """One physical core as read: its lock and its record."""
-
     core: int
     state: str
     holder: Holder | None = None
     lock_pid: int | None = None  # from /proc/locks; 0 when the locker is not visible here
     pid_gone: bool | None = None  # for a record: its pid has exited (None: another host, cannot tell)
+    survivors: tuple[int, ...] = ()  # stale record: live processes that inherited its lease
 
 
 @dataclass(frozen=True)
-class WaiterRecord:
+class WaiterStatus:
     ticket: str
     pid: int
     k: int
@@ -98,50 +104,73 @@ class WaiterRecord:
 class DomainStatus:
     root: Path
     cores: tuple[CoreStatus, ...]
-    waiters: tuple[WaiterRecord, ...]
+    waiters: tuple[WaiterStatus, ...]
     nested: tuple[DomainStatus, ...] = ()
     owner_pid: int | None = None  # nested domains: the lease holder they belong to
     owner_start: int | None = None
     owner_alive: bool | None = None
+    alloc_holder: str | None = None  # who holds alloc.lock right now (pid, state, command)
+
+    @property
+    def used(self) -> bool:
+        return bool(self.cores or self.waiters or self.nested or self.alloc_holder)
+
+    @property
+    def has_stale(self) -> bool:
+        return any(c.state == STALE for c in self.cores) or any(n.has_stale for n in self.nested)
+
+    @property
+    def busy(self) -> bool:
+        return (
+            bool(self.waiters) or any(c.state != FREE for c in self.cores) or any(n.busy for n in self.nested)
+        )
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """One lease of a domain, from its (validated) holder record and the lock state of its cores."""
+
+    holder: Holder
+    state: str  # HELD or STALE (a record whose cores are all free): see classify()
+    cores: tuple[int, ...]  # the physical cores of the record that are in this state
+    pid_gone: bool | None  # the holder's pid has exited (None: another host or pid namespace)
+    survivors: tuple[int, ...] = ()  # stale: live processes started under the lease, which keep it
+
+
+def lease_rows(domain: DomainStatus) -> list[LeaseStatus]:
+    """The domain's per-core rows grouped into one row per lease and state, in core order.
+
+    Cores locked without any record (``HELD_NO_RECORD``) and free cores have no
+    lease; they stay in ``domain.cores``.
+    """
+    rows: dict[tuple[str, str], list[CoreStatus]] = {}
+    for core in domain.cores:
+        if core.holder is not None and core.state in (HELD, STALE):
+            rows.setdefault((core.holder.lease_id, core.state), []).append(core)
+    return [
+        LeaseStatus(cs[0].holder, state, tuple(c.core for c in cs), cs[0].pid_gone, cs[0].survivors)  # type: ignore[arg-type]
+        for (_, state), cs in rows.items()
+    ]
+
+
+@dataclass(frozen=True)
+class Report:
+    lock_dir: Path
+    source: str
+    domain: DomainStatus | None  # None: the directory does not exist
+    locks_note: str | None = None  # set when /proc/locks could not be read
 
 
 # -- pure ------------------------------------------------------------------------------------------------
 def resolve_lock_dir(option: str | None, env: Mapping[str, str]) -> tuple[Path, str]:
     """The lock directory in effect and where it came from: --lock-dir > environment > default."""
     if option is not None:
+        if not option.strip():
+            raise StatusError(f"--lock-dir {option!r} is empty: give the directory a run uses")
         return Path(option), "--lock-dir"
     if env.get(LOCK_DIR_ENV, "").strip():
         return Path(env[LOCK_DIR_ENV]), f"environment variable {LOCK_DIR_ENV}"
     return Path(DEFAULT_LOCK_DIR), "default"
-
-
-def parse_proc_locks(text: str) -> LockTable:
-    """The granted flocks in ``/proc/locks`` text (blocked requests, ``->``, and POSIX/OFD locks skipped)."""
-    table: LockTable = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        try:
-            major, minor, inode = fields[5].split(":")
-            table.setdefault((int(major, 16), int(minor, 16), int(inode)), max(0, int(fields[4])))
-        except ValueError:
-            continue
-    return table
-
-
-def find_lock(table: Mapping[tuple[int, int, int], int], dev: int, ino: int) -> int | None:
-    """The pid locking the file ``(dev, ino)``, 0 if not visible, ``None`` if it is not locked.
-
-    Some filesystems (overlayfs, btrfs) report another device in /proc/locks
-    than stat() does: when the device never appears there, match the inode alone.
-    """
-    major, minor = os.major(dev), os.minor(dev)
-    if (major, minor, ino) in table:
-        return table[(major, minor, ino)]
-    if any(key[:2] == (major, minor) for key in table):
-        return None
-    return next((pid for key, pid in table.items() if key[2] == ino), None)
 
 
 def classify(
@@ -165,7 +194,6 @@ def _slices(worker: object) -> tuple[str, ...]:
 
     ``worker`` of such a record is a list: ``[[0, 1], [2, 3]]`` or ``[{"worker": "gw0", "cores": [0, 1]}]``.
     """
-    from .coreset import format_coreset
 
     if not isinstance(worker, list):
         return ()
@@ -193,7 +221,7 @@ def _contiguous(cores: Iterable[int]) -> list[tuple[int, ...]]:
     return [tuple(g) for g in groups]
 
 
-def lease_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[LeaseRow]:
+def view_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[LeaseRow]:
     """One row per lease: cores with one record (same lease id and state) together, cores locked
     without a record by locking pid and contiguous range.  ``run_of``: pid -> run id."""
     by_lease: dict[tuple[str, str, int], list[CoreStatus]] = {}
@@ -227,6 +255,7 @@ def lease_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[L
                 lease_id=h.lease_id,
                 logical=tuple(h.cores),
                 pid_gone=group[0].pid_gone,
+                survivors=group[0].survivors,
             )
         )
     for pid, physical in no_record.items():
@@ -378,7 +407,7 @@ def run_neuron_ls(env: Mapping[str, str]) -> object | None:
 
 def find_host(env: Mapping[str, str]) -> tuple[Host | None, object | None]:
     """This host's cores (neuron-ls, else /dev/neuron*) and neuron-ls's raw output."""
-    from .topology import TopologyError, detect_with_dev, host_from_neuron_ls
+    from .core.topology import TopologyError, detect_with_dev, host_from_neuron_ls
 
     data = run_neuron_ls(env)
     if data is not None:
@@ -387,14 +416,7 @@ def find_host(env: Mapping[str, str]) -> tuple[Host | None, object | None]:
     return detect_with_dev(Path(env.get(HOST_ROOT_ENV, "/")), env), data
 
 
-# -- reading the lock directory (no locks, no writes) -------------------------------------------------
-def read_proc_locks(path: Path = PROC_LOCKS) -> LockTable | None:
-    try:
-        return parse_proc_locks(path.read_text())
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
+# -- reading (no locks, no writes) -------------------------------------------------------------------------
 def _listdir(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
@@ -404,27 +426,39 @@ def _listdir(path: Path) -> list[str]:
         raise StatusError(f"cannot read {str(path)!r}: {exc.strerror}") from None
 
 
-def _read_waiters(directory: Path) -> tuple[WaiterRecord, ...]:
-    found: list[WaiterRecord] = []
-    for name in _listdir(directory):
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        try:
-            data = read_small_file(directory / name)
-            if data is None:
-                continue
-            raw = json.loads(data)
-            pid, k, reserved, since = (
-                int(raw["pid"]),
-                int(raw["k"]),
-                tuple(int(c) for c in raw["reserved"]),
-                float(raw["since"]),
-            )
-            alive = is_running(pid, raw["starttime"])
-            found.append(WaiterRecord(name[:-5], pid, k, reserved, since, str(raw["what"]), alive))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return tuple(found)
+def _read_waiters(directory: Path) -> tuple[WaiterStatus, ...]:
+    """Validated waiter records (waiters.decode_waiter), each with whether its pid runs."""
+    try:
+        waiters = read_waiters(directory)
+    except OSError as exc:
+        raise StatusError(str(exc)) from None
+    return tuple(
+        WaiterStatus(
+            w.ticket,
+            w.pid,
+            w.k,
+            w.reserved,
+            w.since,
+            w.what,
+            is_running(w.pid, w.starttime) if w.is_local() else True,
+        )
+        for w in waiters
+    )
+
+
+def read_leases(root: Path) -> dict[str, Holder]:
+    """Every valid holder record of the domain ``root``, by lease id: one per lease (holders.py).
+
+    Each field of each record is validated (holders.decode_holder); records
+    of the wrong shape, size or name are left out.  No lock is taken.
+    """
+    leases: dict[str, Holder] = {}
+    for name in _listdir(root / "holders"):
+        if RECORD_NAME.fullmatch(name):
+            record = read_record(root / "holders" / name)
+            if record is not None:
+                leases[record.lease_id] = record
+    return leases
 
 
 @dataclass
@@ -433,9 +467,10 @@ class _Raw:
 
     root: Path
     files: dict[int, tuple[int, int]]  # core -> (st_dev, st_ino) of its lock file
-    records: dict[int, Holder]
-    waiters: tuple[WaiterRecord, ...]
+    records: dict[int, list[Holder]]  # core -> the records naming it (two while one takes a dead one over)
+    waiters: tuple[WaiterStatus, ...]
     nested: list[tuple[int, int | None, _Raw]]
+    alloc: tuple[int, int] | None = None  # (st_dev, st_ino) of alloc.lock
 
 
 def _scan(root: Path, depth: int = 0) -> _Raw:
@@ -447,57 +482,71 @@ def _scan(root: Path, depth: int = 0) -> _Raw:
             except OSError:
                 continue
             files[int(m.group(1))] = (st.st_dev, st.st_ino)
-    records: dict[int, Holder] = {}
-    for name in _listdir(root / "holders"):
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        record = read_record(root / "holders" / name)
-        if record is None:
-            continue
-        # one record per core (core-NNNN.json) or one per lease naming its physical cores
-        m = _CORE_FILE.fullmatch(name)
-        physical = tuple(record.physical) or ((int(m.group(1)),) if m else ())
-        for core in physical if not m else (int(m.group(1)),):
-            records[int(core)] = record
+    leases = read_leases(root)
+    records: dict[int, list[Holder]] = {}
+    for record in leases.values():
+        for phys in record.physical:
+            records.setdefault(phys, []).append(record)
     nested: list[tuple[int, int | None, _Raw]] = []
     for name in _listdir(root / "nested") if depth < MAX_NESTING else []:
         m = _NESTED_DIR.fullmatch(name)
         if m and (root / "nested" / name).is_dir():
             start = None if m.group(2) == "None" else int(m.group(2))
             nested.append((int(m.group(1)), start, _scan(root / "nested" / name, depth + 1)))
-    return _Raw(root, files, records, _read_waiters(root / "waiters"), nested)
+    alloc = None
+    try:
+        st = os.stat(root / "alloc.lock")
+        alloc = (st.st_dev, st.st_ino)
+    except OSError:
+        pass
+    return _Raw(root, files, records, _read_waiters(root / "waiters"), nested, alloc)
 
 
 def _pid_gone(holder: Holder, here: str) -> bool | None:
     return None if holder.host != here else not is_running(holder.pid, holder.starttime)
 
 
+def _pick(records: list[Holder], lock_pid: int | None, here: str) -> Holder | None:
+    """The record that describes a core: the one of the pid locking it, else a live one, else any."""
+    if not records:
+        return None
+    for record in records:
+        if lock_pid and record.pid == lock_pid:
+            return record
+    return next((r for r in records if _pid_gone(r, here) is False), records[0])
+
+
 def _build(raw: _Raw, table: LockTable | None, here: str) -> DomainStatus:
     cores = []
     for core in sorted(set(raw.files) | set(raw.records)):
-        holder = raw.records.get(core)
         dev_ino = raw.files.get(core)
         lock_pid = None if table is None or dev_ino is None else find_lock(table, *dev_ino)
+        holder = _pick(raw.records.get(core, []), lock_pid, here)
         gone = None if holder is None else _pid_gone(holder, here)
         cores.append(classify(core, holder, lock_pid, gone, known=table is not None))
+    stale = {c.holder.lease_id for c in cores if c.state == STALE and c.holder and c.pid_gone}
+    survivors = {k: tuple(v) for k, v in lease_carriers(stale).items()} if stale else {}
+    cores = [
+        replace(c, survivors=survivors.get(c.holder.lease_id, ())) if c.holder is not None else c
+        for c in cores
+    ]
     nested = tuple(
         replace(
             _build(sub, table, here), owner_pid=pid, owner_start=start, owner_alive=is_running(pid, start)
         )
         for pid, start, sub in raw.nested
     )
-    return DomainStatus(raw.root, tuple(cores), raw.waiters, nested)
+    alloc_pid = None if table is None or raw.alloc is None else find_lock(table, *raw.alloc)
+    alloc_holder = None if not alloc_pid else describe_process(alloc_pid)
+    return DomainStatus(raw.root, tuple(cores), raw.waiters, nested, alloc_holder=alloc_holder)
 
 
-def read_domain(
-    lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS
-) -> tuple[DomainStatus | None, str | None]:
-    """The cores and waiters of ``lock_dir`` and its nested domains (``None``: it does not exist),
-    and a note when ``/proc/locks`` is unreadable; :class:`StatusError` if it is not a directory."""
+def read_report(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Report:
+    """The state of ``lock_dir`` and its nested domains; :class:`StatusError` if it is not a directory."""
     try:
         st = os.stat(lock_dir)
     except FileNotFoundError:
-        return None, None
+        return Report(lock_dir, source, None)
     except OSError as exc:
         raise StatusError(f"lock directory {str(lock_dir)!r} (from {source}): {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -512,7 +561,7 @@ def read_domain(
             f"note: {proc_locks} is unreadable; states come from holder records alone "
             "(a core locked without a record shows as free)"
         )
-    return _build(raw, table, os.uname().nodename), note  # as Holder.is_local
+    return Report(lock_dir, source, _build(raw, table, os.uname().nodename), note)  # as Holder.is_local
 
 
 # -- the view -----------------------------------------------------------------------------------------
@@ -595,10 +644,11 @@ def _view(
         True,
         tuple(sorted(pool)),
         pool_source,
-        tuple(lease_rows(domain.cores, run_of)),
+        tuple(view_rows(domain.cores, run_of)),
         waiters,
         runs,
         nested=nested,
+        alloc_holder=domain.alloc_holder,
     )
 
 
@@ -628,7 +678,8 @@ def collect(
     """Everything status shows; ``pool`` given (``--cores``), else this host's cores, else the cores
     the directory has seen.  ``detect=False``: no neuron-ls, no device scan."""
     environ: Mapping[str, str] = os.environ if env is None else env
-    domain, note = read_domain(lock_dir, source, proc_locks=proc_locks)
+    report = read_report(lock_dir, source, proc_locks=proc_locks)
+    domain, note = report.domain, report.locks_note
     here = os.uname().nodename
     runs: dict[str, Run] = {}
     run_of: dict[int, str] = {}

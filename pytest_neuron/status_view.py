@@ -10,7 +10,7 @@ touching them.
 JSON schema (``schema_version`` 2), every field spelled out::
 
     {"schema_version": 2, "lock_dir": str, "lock_dir_source": str, "lock_dir_exists": bool,
-     "lock_state_source": "/proc/locks" | "holder records only",
+     "lock_state_source": "/proc/locks" | "holder records only", "alloc_lock_holder": str | null,
      "pool": {"cores": "0-7", "core_list": [int], "source": str},
      "totals": {"pool_cores", "held", "held_without_record", "stale", "free", "held_outside_pool",
                 "runs", "waiting_requests", "foreign_holders": int},
@@ -18,7 +18,7 @@ JSON schema (``schema_version`` 2), every field spelled out::
      "runs": [{"run", "pid", "host", "user", "command", "leases", "waiting_requests"}],
      "leases": [{"physical_cores", "physical_core_list", "logical_cores", "state", "holder_pid",
                  "holder_exited", "user", "host", "run", "worker", "test", "reservation",
-                 "command", "since", "age_seconds", "lease_id"}],
+                 "command", "since", "age_seconds", "lease_id", "survivor_pids"}],
      "waiting_requests": [{"ticket", "pid", "alive", "user", "run", "cores_wanted",
                            "reserved_cores", "for", "since", "waiting_seconds"}],
      "foreign_holders": [{"pid", "user", "command", "devices", "physical_cores", "source"}],
@@ -35,11 +35,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .coreset import format_coreset
+from .core.coreset import format_coreset
 
 SCHEMA_VERSION = 2
 HELD, HELD_NO_RECORD, FREE, STALE = "held", "held (no record)", "free", "stale record"
 UNKNOWN_RUN = "?"
+STALE_NOTE = (
+    "stale record: its holder no longer holds the core's lock (it exited without cleaning up); the next "
+    "lease waits for the processes started under that lease to exit (and, if the recorded pid still runs, "
+    "up to 10s for it), then takes the core over"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class LeaseRow:
     lease_id: str = ""
     logical: tuple[int, ...] = ()
     pid_gone: bool | None = None
+    survivors: tuple[int, ...] = ()  # stale: live processes started under the lease, which keep it
 
     @property
     def what(self) -> str:
@@ -121,6 +127,7 @@ class View:
     owner_pid: int | None = None  # nested domains: the lease holder they belong to
     owner_alive: bool | None = None
     locks_note: str | None = None
+    alloc_holder: str | None = None  # who holds alloc.lock right now (pid, state, command)
 
     @property
     def held_cores(self) -> set[int]:
@@ -213,6 +220,8 @@ def _cut(text: str, width: int) -> str:
 def _state_text(row: LeaseRow) -> str:
     if row.state != STALE:
         return row.state
+    if row.survivors:
+        return f"{STALE} (pid gone, still used by pid {', '.join(map(str, row.survivors[:3]))})"
     return STALE + {True: " (pid gone)", False: " (pid still running)", None: " (other host)"}[row.pid_gone]
 
 
@@ -310,12 +319,12 @@ def render_text(view: View, now: float, width: int = 80) -> str:
     lines = [where if view.exists else f"{where} does not exist yet: no run has used it"]
     if view.locks_note:
         lines.append(view.locks_note)
+    if view.alloc_holder:
+        lines.append(f"alloc.lock is held by {view.alloc_holder}")
     lines += _domain_lines(view, now, "", width)
     lines += _foreign_lines(view.foreign, width)
     if view.has_stale:
-        lines.append(
-            "stale record: its holder exited without cleaning up; the next lease takes the cores over"
-        )
+        lines.append(STALE_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +347,7 @@ def _lease_json(row: LeaseRow, now: float) -> dict[str, Any]:
         "since": row.since,
         "age_seconds": None if row.since is None else round(now - row.since, 3),
         "lease_id": row.lease_id or None,
+        "survivor_pids": list(row.survivors),
     }
 
 
@@ -401,6 +411,7 @@ def to_json(view: View, now: float) -> dict[str, Any]:
         "lock_dir_source": view.source,
         "lock_dir_exists": view.exists,
         "lock_state_source": "holder records only" if view.locks_note else "/proc/locks",
+        "alloc_lock_holder": view.alloc_holder,
         **_domain_json(view, now),
         "foreign_holders": [
             {

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import BASE_ARGS
 
-from pytest_neuron.lease import LeaseManager
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 from pytest_neuron.testing import ENV_CORES, ENV_DIR, LogSummary, check_log, summarize_log
-from pytest_neuron.topology import identity_topology
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -1,7 +1,7 @@
 """Real processes for the lease tests, and an independent overlap checker.
 
 Run as a script, this module is the child side: ``python lease_helpers.py
-<command> ...`` leases cores through :class:`~pytest_neuron.lease.LeaseManager`
+<command> ...`` leases cores through :class:`~pytest_neuron.locks.lease.LeaseManager`
 and reports on stdout (one JSON object) or through a shared log.  Every
 lease a ``loop`` child holds is logged as one JSON line ``{pid, lease_id,
 cores, physical, start, end}`` with a single ``write`` on an ``O_APPEND``
@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_TIMEOUT = 3
 EXIT_LOCKDIR = 4
 EXIT_NO_HANDOFF = 5
+EXIT_LEASE = 6
 
 
 # -- the shared log and the checker ------------------------------------------------
@@ -276,7 +277,7 @@ def other_user(name: str = "nobody") -> tuple[OtherUser | None, str]:
         for python in dict.fromkeys(candidates):
             if not os.path.exists(python):
                 continue
-            probe = [python, "-c", "import filelock, pytest_neuron.lease; print('ok')"]
+            probe = [python, "-c", "import filelock, pytest_neuron.locks.lease; print('ok')"]
             try:
                 done = subprocess.run(
                     probe,
@@ -320,9 +321,9 @@ def run_as(user: OtherUser, *args: str, cwd: Path, timeout: float = 60.0) -> tup
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from pytest_neuron.coreset import parse_coreset
-    from pytest_neuron.lease import LeaseManager
-    from pytest_neuron.topology import identity_topology
+    from pytest_neuron.core.coreset import parse_coreset
+    from pytest_neuron.core.topology import identity_topology
+    from pytest_neuron.locks.lease import LeaseManager
 
     pool = identity_topology(parse_coreset(args.pool, "--pool"), f"--neuron-cores={args.pool}", lnc=args.lnc)
     return LeaseManager(Path(args.root), pool, poll_interval=args.poll_interval)
@@ -335,7 +336,7 @@ def _emit(result: dict[str, Any]) -> None:
 
 def cmd_loop(args: argparse.Namespace) -> int:
     """Lease random sizes ``count`` times (or until ``--stop`` exists), logging every hold."""
-    from pytest_neuron.lease import LeaseTimeout
+    from pytest_neuron.locks.lease import LeaseTimeout
 
     manager = _manager(args)
     rng = random.Random(args.seed if args.seed is not None else os.getpid())
@@ -383,7 +384,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 def cmd_hold(args: argparse.Namespace) -> int:
     """Lease ``k`` cores, print them, hold them for ``--hold`` seconds (default: until killed)."""
-    from pytest_neuron.procinfo import my_starttime
+    from pytest_neuron.host.procinfo import my_starttime
 
     manager = _manager(args)
     lease = manager.acquire(args.k, timeout=args.timeout, worker=args.worker, test=args.test)
@@ -398,6 +399,77 @@ def cmd_hold(args: argparse.Namespace) -> int:
     )
     time.sleep(args.hold)
     manager.release(lease)
+    return EXIT_OK
+
+
+SLEEPER = "import sys, time; print('started', flush=True); time.sleep(float(sys.argv[1]))"
+
+
+def cmd_spawn(args: argparse.Namespace) -> int:
+    """Lease ``k`` cores and start a subprocess under the lease, as a test does; then hold or release.
+
+    The subprocess gets the lease's environment the way the plugin exports it
+    (``PYTEST_NEURON_LEASE`` with the lease id).  ``--orphan``: it is started
+    through a shell that exits at once, so it is re-parented.  ``--then``:
+    ``hold`` (until killed), ``release`` (release, report, stay alive) or ``exit``
+    (release and exit, leaving the subprocess behind).
+    """
+    from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
+
+    manager = _manager(args)
+    lease = manager.acquire(args.k, timeout=args.timeout, test="spawner")
+    env = {**os.environ, HANDOFF_ENV: handoff_value(manager.root, lease.cores, lease_id=lease.lease_id)}
+    env["NEURON_RT_VISIBLE_CORES"] = lease.visible_cores
+    sleeper = [sys.executable, "-c", SLEEPER, str(args.seconds)]
+    if args.orphan:
+        import shlex
+
+        quoted = " ".join(shlex.quote(a) for a in sleeper)
+        shell = subprocess.run(
+            ["sh", "-c", f"{quoted} > /dev/null 2>&1 & echo $!"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        child = int(shell.stdout.strip())
+    else:
+        popen = subprocess.Popen(sleeper, env=env, stdout=subprocess.PIPE, text=True)
+        assert popen.stdout is not None
+        popen.stdout.readline()  # it runs (and will write nothing more to the pipe)
+        child = popen.pid
+    started = {
+        "pid": os.getpid(),
+        "child": child,
+        "lease_id": lease.lease_id,
+        "physical": list(lease.physical),
+    }
+    if args.then == "hold":
+        _emit(started)
+        time.sleep(args.hold)
+        return EXIT_OK
+    manager.release(lease)
+    # one line: a second one written at once could sit unread in the reader's buffer
+    _emit({**started, "released": True, "lingering": list(lease.lingering)})
+    if args.then == "exit":
+        return EXIT_OK
+    for line in sys.stdin:  # each line: try to settle, report what still lingers
+        del line
+        _emit({"lingering": [list(x.lingering) for x in manager.lingering()]})
+    return EXIT_OK
+
+
+def cmd_mutex(args: argparse.Namespace) -> int:
+    """Take the domain's ``alloc.lock`` as a placement does, say so, and hold it ``--hold`` seconds."""
+    from pytest_neuron.locks.lockdir import DomainMutex, prepare_domain
+
+    root = Path(args.root)
+    prepare_domain(root, "--root")
+    mutex = DomainMutex(root / "alloc.lock")
+    mutex.acquire(args.timeout)
+    _emit({"pid": os.getpid()})
+    time.sleep(args.hold)
+    mutex.release()
     return EXIT_OK
 
 
@@ -417,8 +489,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
 
 def cmd_try(args: argparse.Namespace) -> int:
     """One request; print what happened (and release at once)."""
-    from pytest_neuron.lease import LeaseTimeout
-    from pytest_neuron.lockdir import LockDirError
+    from pytest_neuron.locks.lease import LeaseError, LeaseTimeout
+    from pytest_neuron.locks.lockdir import LockDirError
 
     try:
         manager = _manager(args)
@@ -429,6 +501,9 @@ def cmd_try(args: argparse.Namespace) -> int:
     except LockDirError as exc:
         _emit({"uid": os.getuid(), "ok": False, "error": "LockDirError", "message": str(exc)})
         return EXIT_LOCKDIR
+    except LeaseError as exc:
+        _emit({"uid": os.getuid(), "ok": False, "error": "LeaseError", "message": str(exc)})
+        return EXIT_LEASE
     holders = manager.holders(lease.physical)
     _emit(
         {
@@ -446,9 +521,9 @@ def cmd_try(args: argparse.Namespace) -> int:
 
 def cmd_nested(args: argparse.Namespace) -> int:
     """Use the lease handed down in ``PYTEST_NEURON_LEASE``: lease ``k`` of its cores, nested."""
-    from pytest_neuron.handoff import inherited_handoff
-    from pytest_neuron.lease import LeaseManager, LeaseTimeout
-    from pytest_neuron.topology import identity_topology
+    from pytest_neuron.core.topology import identity_topology
+    from pytest_neuron.locks.handoff import inherited_handoff
+    from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 
     handoff = inherited_handoff(os.environ)
     if handoff is None:
@@ -474,7 +549,7 @@ def cmd_nested(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lease_helpers.py")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("loop", "hold", "cycle", "try", "nested"):
+    for name in ("loop", "hold", "cycle", "try", "nested", "spawn", "mutex"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--root", default="")
         cmd.add_argument("--pool", default="0")
@@ -495,6 +570,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     loop.add_argument("--seed", type=int, default=None)
     loop.add_argument("--max-seconds", type=float, default=120.0)
     sub.choices["hold"].add_argument("--hold", type=float, default=120.0)
+    sub.choices["mutex"].add_argument("--hold", type=float, default=120.0)
+    spawn = sub.choices["spawn"]
+    spawn.add_argument("--hold", type=float, default=120.0)
+    spawn.add_argument("--seconds", type=float, default=120.0, help="how long the subprocess lives")
+    spawn.add_argument("--orphan", action="store_true")
+    spawn.add_argument("--then", choices=["hold", "release", "exit"], default="hold")
     sub.choices["cycle"].add_argument("--hold", type=float, default=0.3)
     sub.choices["cycle"].add_argument("--rounds", type=int, default=4)
     return parser.parse_args(argv)
@@ -504,7 +585,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM from the parent's cleanup ends the child quietly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    commands = {"loop": cmd_loop, "hold": cmd_hold, "cycle": cmd_cycle, "try": cmd_try, "nested": cmd_nested}
+    commands = {
+        "loop": cmd_loop,
+        "hold": cmd_hold,
+        "cycle": cmd_cycle,
+        "try": cmd_try,
+        "nested": cmd_nested,
+        "spawn": cmd_spawn,
+        "mutex": cmd_mutex,
+    }
     return commands[args.command](args)
 
 

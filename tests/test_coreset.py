@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_neuron.coreset import (
+from pytest_neuron.core.coreset import (
     ACCEPTED_FORMS,
     MAX_CORE,
     CoreSetError,

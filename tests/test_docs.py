@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_neuron import NeuronCores
-from pytest_neuron.marker import KEYWORDS
-from pytest_neuron.settings import RUN_SETTINGS, TEST_SETTINGS
+from pytest_neuron.core.marker import KEYWORDS
+from pytest_neuron.core.settings import RUN_SETTINGS, TEST_SETTINGS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

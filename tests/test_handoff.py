@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_neuron.handoff import HANDOFF_ENV, Handoff, handoff_value, inherited_handoff
-from pytest_neuron.procinfo import my_starttime, proc_state
+from pytest_neuron.host.procinfo import my_starttime, proc_state
+from pytest_neuron.locks.handoff import HANDOFF_ENV, Handoff, handoff_value, inherited_handoff
 
 ROOT = Path("/tmp/pytest-neuron")
 
@@ -26,7 +26,16 @@ def test_value_names_domain_holder_and_cores() -> None:
         "start": my_starttime(),
         "cores": "4-7",
         "vars": ["MASTER_PORT"],
+        "ids": [],
     }
+
+
+def test_value_chains_the_lease_ids_of_enclosing_runs() -> None:
+    outer = handoff_value(ROOT, (0, 1), lease_id="aaaaaaaaaaaaaaaa", env={})
+    inner = handoff_value(ROOT, (0,), lease_id="bbbbbbbbbbbbbbbb", env={HANDOFF_ENV: outer})
+    assert json.loads(inner)["ids"] == ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
+    garbled = handoff_value(ROOT, (0,), lease_id="cccccccccccccccc", env={HANDOFF_ENV: "{not json"})
+    assert json.loads(garbled)["ids"] == ["cccccccccccccccc"]
 
 
 def test_plugin_set_variables_are_handed_down() -> None:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_neuron.placement import (
+from pytest_neuron.core.placement import (
     candidate_windows,
     choose_window,
     is_power_of_two,

@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from pytest_neuron.envpatch import EnvPatch
-from pytest_neuron.handoff import HANDOFF_ENV
-from pytest_neuron.marker import KEYWORDS, MarkerError, Request, parse_marker
-from pytest_neuron.runtime_env import MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_env, settings_env
-from pytest_neuron.settings import (
+from pytest_neuron.core.marker import KEYWORDS, MarkerError, Request, parse_marker
+from pytest_neuron.core.runtime_env import MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_env, settings_env
+from pytest_neuron.core.settings import (
     CORES_PER_WORKER,
     EXEC_TIMEOUT,
     LOG_LEVEL,
@@ -27,6 +25,7 @@ from pytest_neuron.settings import (
     Spec,
     parse_bool,
     parse_exec_timeout,
+    parse_lock_dir,
     parse_log_level,
     parse_log_location,
     parse_path,
@@ -36,6 +35,8 @@ from pytest_neuron.settings import (
     parse_seconds,
     resolve,
 )
+from pytest_neuron.host.envpatch import EnvPatch
+from pytest_neuron.locks.handoff import HANDOFF_ENV
 
 SRC = "the source"
 
@@ -111,6 +112,18 @@ def test_parser_accepts(parse: Any, raw: object, expected: object) -> None:
         (parse_seconds, "nan", "a number of seconds >= 0"),
         (parse_seconds, "inf", "a number of seconds >= 0"),
         (parse_seconds, "soon", "a number of seconds >= 0"),
+        # issue 15: what the whole-number settings reject, and values too big to mean anything
+        (parse_seconds, "１２", "a number of seconds >= 0"),
+        (parse_seconds, "٤", "a number of seconds >= 0"),
+        (parse_seconds, "1_0", "a number of seconds >= 0"),
+        (parse_seconds, "1e3", "a number of seconds >= 0"),
+        (parse_seconds, "1e30", "a number of seconds >= 0"),
+        (parse_seconds, True, "a number of seconds >= 0"),
+        (parse_exec_timeout, str(10**30), "(at most 2147483647)"),
+        (parse_lock_dir, "locks", "an absolute directory path"),
+        (parse_lock_dir, "./locks", "an absolute directory path"),
+        (parse_lock_dir, "~nosuchuser__/locks", "an absolute directory path"),
+        (parse_lock_dir, "", "an absolute directory path"),
         (parse_path, "", "a directory path"),
         (parse_path, "   ", "a directory path"),
     ],
@@ -142,9 +155,7 @@ ENV_LEVEL = {"NEURON_RT_LOG_LEVEL": "warn"}
         (None, None, ENV_LEVEL, "info", "WARN", "environment variable NEURON_RT_LOG_LEVEL"),
         (None, None, {}, "info", "INFO", "ini neuron_log_level"),
         (None, None, {}, None, None, "default"),
-        # "not given" at each level: None, a blank environment value, an empty ini value
-        (None, None, {"NEURON_RT_LOG_LEVEL": "  "}, "", None, "default"),
-        (None, None, {"NEURON_RT_LOG_LEVEL": ""}, "error", "ERROR", "ini neuron_log_level"),
+        # "not given" at each level: None, an empty ini value (a blank NEURON_RT_* value is an error)
         (None, None, {"OTHER": "x"}, "   ", None, "default"),
     ],
 )
@@ -153,6 +164,19 @@ def test_resolve_precedence(
 ) -> None:
     resolved = resolve(LOG_LEVEL, marker=marker, cmdline=cmdline, env=env, ini=ini)
     assert (resolved.value, resolved.source) == (value, source)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_runtime_variable_is_an_error_not_passed_through(blank: str) -> None:
+    # the runtime would read the blank value itself
+    with pytest.raises(SettingError, match="environment variable NEURON_RT_LOG_LEVEL is set but blank"):
+        resolve(LOG_LEVEL, env={"NEURON_RT_LOG_LEVEL": blank}, ini="error")
+    assert resolve(WAIT_TIMEOUT, env={"PYTEST_NEURON_WAIT_TIMEOUT": blank}).source == "default"
+
+
+def test_lock_dir_expands_home_and_normalises() -> None:
+    assert parse_lock_dir("~/locks", SRC) == os.path.join(os.path.expanduser("~"), "locks")
+    assert parse_lock_dir("/tmp//x/../locks/", SRC) == "/tmp/locks"
 
 
 @pytest.mark.parametrize(
@@ -348,3 +372,11 @@ def test_settings_env() -> None:
         "NEURON_RT_VALIDATE_HASH": "false",
     }
     assert settings_env({"validate_hash": True}, RUNTIME_VARS) == {"NEURON_RT_VALIDATE_HASH": "true"}
+
+
+@pytest.mark.parametrize("first", [223, 224, 4095, 65535])
+@pytest.mark.parametrize("base", [1024, 61234, 64800])
+def test_lease_env_ports_stay_valid_for_any_core_number(first: int, base: int) -> None:
+    env = lease_env((first,), first, port_base=base, user_env={}, handoff=None)
+    assert int(str(env[MASTER_PORT])) <= 65535  # the bug: --neuron-cores=65535 gave MASTER_PORT=127281
+    assert int(str(env[ROOT_COMM_ID]).rsplit(":", 1)[1]) <= 65535

@@ -18,7 +18,8 @@ import pytest
 
 import pytest_neuron
 from pytest_neuron.__main__ import main
-from pytest_neuron.holders import Holder, current_user
+from pytest_neuron.locks.holders import Holder, current_user
+from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
 from pytest_neuron.status import (
     FREE,
     HELD,
@@ -26,8 +27,6 @@ from pytest_neuron.status import (
     STALE,
     classify,
     collect,
-    find_lock,
-    parse_proc_locks,
     resolve_lock_dir,
 )
 from pytest_neuron.status_view import (
@@ -50,9 +49,9 @@ TEST_ID = "tests/test_x.py::test_y"
 CHILD = r"""
 import json, os, sys
 from pathlib import Path
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.procinfo import my_starttime
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
+from pytest_neuron.host.procinfo import my_starttime
+from pytest_neuron.core.topology import identity_topology
 
 args = json.loads(sys.argv[1])
 root = Path(args["root"])
@@ -169,7 +168,7 @@ def lease_table(text: str, indent: str = "  ") -> dict[str, list[str]]:
 
 
 def coreset(cores: list[int]) -> str:
-    from pytest_neuron.coreset import format_coreset
+    from pytest_neuron.core.coreset import format_coreset
 
     return format_coreset(cores)
 
@@ -693,7 +692,12 @@ def test_two_concurrent_runs_and_a_foreign_holder(
     }
     common = ("--neuron-cores=0-7", f"--neuron-lock-dir={root}", "-q")
     run_a = procs.start_pytest("-n", "2", *common, cwd=tmp_path / "a", env=env)
-    wait_until(lambda: len(status_json(root, env)["leases"]) == 2, "run A's two worker slices")
+
+    def slices(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run A's controller reserves the cores; its workers lease their slices in its nested domain."""
+        return [lease for nested in doc["nested_domains"] for lease in nested["leases"]]
+
+    wait_until(lambda: len(slices(status_json(root, env))) == 2, "run A's two worker slices")
     run_b = procs.start_pytest(
         *common, "--neuron-scope=test", "--neuron-wait-timeout=90", cwd=tmp_path / "b", env=env
     )
@@ -715,13 +719,15 @@ def test_two_concurrent_runs_and_a_foreign_holder(
     assert "site-packages" not in first["command"]
     assert second["command"].startswith("python -m pytest ")
     assert (first["leases"], first["waiting_requests"], second["leases"], second["waiting_requests"]) == (
-        2,
+        1,
         0,
         0,
         1,
     )
-    assert sorted(lease["worker"] for lease in doc["leases"]) == ["gw0", "gw1"]
-    assert {lease["run"] for lease in doc["leases"]} == {first["run"]}
+    (reservation,) = doc["leases"]
+    assert (reservation["holder_pid"], reservation["physical_cores"]) == (run_a.pid, "0-7")
+    assert sorted(lease["worker"] for lease in slices(doc)) == ["gw0", "gw1"]
+    assert {lease["run"] for lease in [*doc["leases"], *slices(doc)]} == {first["run"]}
     (waiting,) = doc["waiting_requests"]
     assert (waiting["pid"], waiting["user"], waiting["run"]) == (run_b.pid, current_user(), second["run"])
     assert waiting["for"] == "test_b.py::test_waits_for_two"
@@ -781,3 +787,23 @@ def test_foreign_holders_from_neuron_ls(tmp_path: Path, root: Path) -> None:
         "physical_cores": "0-1",
         "source": "neuron-ls",
     }
+
+
+def test_lease_rows_group_cores_by_lease() -> None:
+    from dataclasses import replace
+
+    from pytest_neuron.status import CoreStatus, DomainStatus, lease_rows
+
+    a, b = replace(_holder(42), lease_id="a" * 16), replace(_holder(43), lease_id="b" * 16)
+    cores = (
+        CoreStatus(0, HELD, a, 42, False),
+        CoreStatus(1, HELD, a, 42, False),
+        CoreStatus(2, STALE, b, None, True, survivors=(99,)),
+        CoreStatus(3, HELD_NO_RECORD, None, 7),
+        CoreStatus(4, FREE),
+    )
+    rows = lease_rows(DomainStatus(Path("/x"), cores, ()))
+    assert [(r.holder.lease_id[0], r.state, r.cores, r.survivors) for r in rows] == [
+        ("a", HELD, (0, 1), ()),
+        ("b", STALE, (2,), (99,)),
+    ]

@@ -16,8 +16,8 @@ from topology_fixtures import (
     printing_command,
 )
 
-from pytest_neuron import topology
-from pytest_neuron.topology import (
+from pytest_neuron.core import topology
+from pytest_neuron.core.topology import (
     Host,
     Topology,
     TopologyError,

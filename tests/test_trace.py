@@ -2,7 +2,7 @@
 
 The checkers here (:func:`trace_problems`, :func:`core_overlaps`) are written
 from the trace-event format's description and share no code with
-``pytest_neuron.trace``.
+``pytest_neuron.plugins.trace``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_neuron.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
-from pytest_neuron.trace import (
+from pytest_neuron.plugins.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
+from pytest_neuron.plugins.trace import (
     MIN_WAIT,
     LeaseSpan,
     RunSpan,
@@ -551,8 +551,8 @@ def test_trace_module_is_not_imported_without_the_option(pytester: pytest.Pytest
     pytester.makepyfile(
         "import sys\n"
         "def test_not_loaded():\n"
-        "    assert 'pytest_neuron.trace' not in sys.modules\n"
-        "    assert 'pytest_neuron.timeline_html' not in sys.modules\n"
+        "    assert 'pytest_neuron.plugins.trace' not in sys.modules\n"
+        "    assert 'pytest_neuron.plugins.timeline_html' not in sys.modules\n"
     )
     pytester.runpytest_subprocess("--neuron-cores=0-3", *INNER_ARGS).assert_outcomes(passed=1)
 
@@ -622,8 +622,8 @@ def test_title_names_the_command_not_a_run_id() -> None:
 
 
 def test_one_wait_definition_for_timeline_and_terminal() -> None:
-    from pytest_neuron.report import summary_lines, wait_line
-    from pytest_neuron.timeline_html import summary
+    from pytest_neuron.core.report import summary_lines, wait_line
+    from pytest_neuron.plugins.timeline_html import summary
 
     records = [
         lease_rec("t.py::a", [0], T0, wait=1.25),
@@ -677,8 +677,8 @@ def test_skipped_tests_are_drawn() -> None:
 HOLDER = r"""
 import sys, time
 from pathlib import Path
-from pytest_neuron.lease import LeaseManager
-from pytest_neuron.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
+from pytest_neuron.core.topology import identity_topology
 
 manager = LeaseManager(Path(sys.argv[1]), identity_topology(frozenset(range(4)), "--neuron-cores"))
 lease = manager.acquire(2, timeout=30, worker="gw7", test="other_suite.py::test_holds")

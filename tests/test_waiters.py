@@ -1,8 +1,8 @@
-"""The order in which waiting requests are served (pytest_neuron/waiters.py), as a pure table."""
+"""The order in which waiting requests are served (pytest_neuron/locks/waiters.py), as a pure table."""
 
 from __future__ import annotations
 
-from pytest_neuron.waiters import Waiter, available_to, served_first
+from pytest_neuron.locks.waiters import Waiter, available_to, served_first
 
 ALL = set(range(8))
 

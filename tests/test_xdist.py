@@ -22,9 +22,9 @@ import pytest
 from conftest import BASE_ARGS, MARKED_FIXTURE_PLAIN, assert_outcomes
 from e2e_helpers import contiguous, cores_of, read_records
 
-from pytest_neuron.lease import LeaseManager
+from pytest_neuron.core.topology import identity_topology
+from pytest_neuron.locks.lease import LeaseManager
 from pytest_neuron.testing import check_log, summarize_log
-from pytest_neuron.topology import identity_topology
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -175,7 +175,7 @@ def test_a_crashed_worker_is_replaced_and_its_replacement_gets_a_slice(
     assert_fake_runtime_clean(fake_host, at_least=2)
 
 
-def test_a_worker_without_a_slice_fails_its_tests_without_crashing(
+def test_a_run_that_cannot_reserve_its_cores_ends_with_one_error_before_any_worker(
     pytester: pytest.Pytester, lock_dir: Path
 ) -> None:
     pytester.makepyfile(MARKED_FIXTURE_PLAIN)
@@ -193,13 +193,16 @@ def test_a_worker_without_a_slice_fails_its_tests_without_crashing(
         )
     finally:
         manager.release(lease)
-    assert_outcomes(result, errors=3)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = "\n".join(result.outlines + result.errlines)
+    for absent in ("[gw", "Traceback", "INTERNALERROR"):
+        assert absent not in text, text
     held_by = f"cores 0-3 held by pid {os.getpid()} "
-    result.stdout.fnmatch_lines(
-        [f"gw? got no cores: gave up after *s waiting for 2 cores of pool 0-3 *{held_by}*"]
-    )
-    errors = [line for line in result.outlines if line.startswith("E ") or " got no cores: " in line]
-    assert sum(held_by in line and "the-test-that-holds-everything" in line for line in errors) >= 2, errors
+    errors = [line for line in result.errlines if line.startswith("ERROR: ")]
+    assert len(errors) == 1, text
+    assert "this run (2 workers x 2 cores) gave up after" in errors[0], errors
+    for part in (held_by, "the-test-that-holds-everything", "--neuron-wait-timeout", "pytest-neuron status"):
+        assert part in errors[0], errors
 
 
 @pytest.mark.parametrize(
@@ -358,7 +361,7 @@ def test_2_pins_again(neuron_cores):
 
 @pytest.mark.neuron(2)
 def test_2b_after_the_runtime_was_initialised(neuron_cores):
-    # the runtime kept test_1's cores; test_2's lease pinned nothing and was released
+    # the runtime kept test_1's cores: later tests that fit run on them, without a new lease
     with open(os.environ["PLUGIN_TEST_RECORD"] + ".third", "w") as f:
         f.write(neuron_cores.visible_cores)
 
@@ -383,21 +386,26 @@ def test_a_runtime_initialised_in_the_worker_pins_its_cores_until_the_worker_exi
         "--neuron-wait-timeout=0.5",
         f"--neuron-lock-dir={lock_dir}",
     )
-    # test_1 pinned 0-1: test_2 gets 2-3, and the whole pool never comes free while the worker lives;
-    # test_2's cores were not pinned (the runtime had read its cores already), so test_2b gets them
+    # test_1 pinned 0-1: the tests that fit run on 0-1 without waiting for themselves; the whole pool
+    # never comes free while the worker lives, so test_3 fails at once, naming test_1
     assert_outcomes(result, passed=3, errors=1, warnings=1)
-    assert (records.parent / (records.name + ".second")).read_text() == "2-3"
-    assert (records.parent / (records.name + ".third")).read_text() == "2-3"
+    assert (records.parent / (records.name + ".second")).read_text() == "0-1"
+    assert (records.parent / (records.name + ".third")).read_text() == "0-1"
     text = result.stdout.str()
     pin = "test_pinned.py::test_1_pins initialised the Neuron runtime in this process"
-    assert text.count(pin) == 2, text  # once in the warnings summary, once in the neuron summary
+    assert text.count(pin) == 3, text  # the warnings summary, the neuron summary, test_3's error
     assert "test_2_pins_again initialised" not in text
     result.stdout.fnmatch_lines(
         ["*NeuronWarning: *::test_1_pins initialised the Neuron runtime*pins cores 0-1*"]
     )
     result.stdout.fnmatch_lines(
-        ["*ERROR at setup of test_3_whole_pool*", "gave up after *s waiting for 4 cores*"]
+        [
+            "*ERROR at setup of test_3_whole_pool*",
+            "*test_3_whole_pool needs 4 cores, but test_pinned.py::test_1_pins initialised the Neuron runtime"
+            " in this process, which holds cores 0-1 until the process exits*--forked*",
+        ]
     )
+    assert "gave up after" not in text  # it never waited for itself
     # the worker has exited: every core is free again
     manager = LeaseManager(lock_dir, identity_topology(frozenset(range(4)), "--neuron-cores"))
     manager.release(manager.acquire(4, timeout=5))

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from pytest_neuron.coreset import format_coreset
+from pytest_neuron.core.coreset import format_coreset
 from pytest_neuron.testing.log import LogFormatError, check_log, summarize_log
 from pytest_neuron.testing.runtime import (
     ENV_DIR,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_neuron.coreset import CoreSetError, format_coreset, parse_coreset, runs
+from pytest_neuron.core.coreset import CoreSetError, format_coreset, parse_coreset, runs
 from pytest_neuron.testing import log
 
 if TYPE_CHECKING:

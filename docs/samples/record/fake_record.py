@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from pytest_neuron.holders import Holder, write_record
+from pytest_neuron.locks.holders import Holder, write_record
 
 holders = Path("locks4/holders")
 holders.mkdir(parents=True, exist_ok=True)
@@ -21,5 +21,4 @@ record = Holder(
     physical=(0, 1),
     worker="gw0",
 )
-for core in record.physical:
-    write_record(holders / f"core-{core:04d}.json", record)
+write_record(holders / f"{record.lease_id}.json", record)  # one record per lease

@@ -3,6 +3,7 @@ import os
 import pytest
 
 
+@pytest.mark.neuron
 @pytest.mark.parametrize("i", range(2))
 def test_ports(i):
     env = os.environ

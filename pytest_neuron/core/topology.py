@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
-from pytest_neuron.coreset import CoreSetError, format_coreset, parse_coreset
+from pytest_neuron.core.coreset import CoreSetError, format_coreset, parse_coreset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence

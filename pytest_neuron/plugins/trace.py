@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from .lease import Lease
+    from ..locks.lease import Lease
 
 MIN_WAIT = 0.001  # seconds: a shorter acquisition is not drawn as a wait
 CORES_PID, WORKERS_PID, WAITS_PID, OTHERS_PID = 1, 2, 3, 4
@@ -259,7 +259,7 @@ def _span(name: str, cat: str, row: tuple[int, int], span: tuple[float, float], 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
     """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each),
     and ``other runs`` (a row per core another run held or reserved while this run lasted)."""
-    from .coreset import format_coreset
+    from ..core.coreset import format_coreset
 
     t0 = timeline.start
     tid = {w: i for i, w in enumerate(timeline.workers)}
@@ -382,7 +382,7 @@ class Trace:
             part = self.parts / f"{run_id}-{self.worker}-{os.getpid()}.jsonl"
             self._fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         else:
-            from .cmdline import this_command
+            from ..core.cmdline import this_command
 
             self.path.parent.mkdir(parents=True, exist_ok=True)  # an unusable PATH fails here, not at the end
             rec = {"kind": "run", "run_id": run_id, "pool": sorted(pool), "command": this_command()}
@@ -499,9 +499,9 @@ class OtherRuns:
                 return
 
     def sample(self, now: float) -> None:
-        from .status import HELD, read_domain
+        from ..status import HELD, read_report
 
-        domain, _ = read_domain(self.lock_dir, "the trace")
+        domain = read_report(self.lock_dir, "the trace").domain
         if domain is None:
             return
         for c in domain.cores:

@@ -13,7 +13,9 @@ chain, where ini ``neuron_cores`` comes before an inherited
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -28,6 +30,9 @@ SCOPES = ("worker", "test")
 ORDERS = ("biggest-first", "collected")
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_PORT_BASE = 61234
+MAX_SECONDS = 10**7  # about 116 days: the largest wait bound accepted
+MAX_EXEC_TIMEOUT = 2**31 - 1  # the largest value NEURON_RT_EXEC_TIMEOUT is exported with
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
 class SettingError(ValueError):
@@ -62,8 +67,8 @@ def parse_exec_timeout(value: object, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise _bad(value, source, "a whole number of seconds >= 0")
     text = str(value).strip()
-    if not _whole(text):
-        raise _bad(value, source, "a whole number of seconds >= 0")
+    if not _whole(text) or int(text) > MAX_EXEC_TIMEOUT:
+        raise _bad(value, source, f"a whole number of seconds >= 0 (at most {MAX_EXEC_TIMEOUT})")
     return int(text)
 
 
@@ -100,12 +105,19 @@ def parse_port(value: object, source: str) -> int:
 
 
 def parse_seconds(value: object, source: str) -> float:
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        raise _bad(value, source, "a number of seconds >= 0") from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise _bad(value, source, "a number of seconds >= 0")
+    """Plain ASCII decimal seconds, 0 to ``MAX_SECONDS`` (no '１２', '٤', '1_0', 'nan' or '1e3')."""
+    accepted = f"a number of seconds >= 0 such as 30 or 2.5 (at most {MAX_SECONDS})"
+    if isinstance(value, bool):
+        raise _bad(value, source, accepted)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        if not _DECIMAL.fullmatch(text):
+            raise _bad(value, source, accepted)
+        seconds = float(text)
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+        raise _bad(value, source, accepted)
     return seconds
 
 
@@ -151,6 +163,17 @@ def parse_trace_path(value: object, source: str) -> str:
             f"invalid value {value!r} from {source}: cannot write in {parent}; expected {TRACE_ACCEPTED}"
         )
     return value
+
+
+def parse_lock_dir(value: object, source: str) -> str:
+    """An absolute directory (``~`` expanded): runs in other directories must find the same locks."""
+    accepted = "an absolute directory path such as /tmp/pytest-neuron (or ~/...)"
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _bad(value, source, accepted)
+    path = os.path.expanduser(value) if value.startswith("~") else value
+    if path.startswith("~") or not os.path.isabs(path):
+        raise _bad(value, source, accepted)
+    return os.path.normpath(path)
 
 
 @dataclass(frozen=True)
@@ -199,7 +222,7 @@ CORES_PER_WORKER = Spec(
 )
 LOCK_DIR = Spec(
     "lock_dir",
-    parse_path,
+    parse_lock_dir,
     "/tmp/pytest-neuron",
     "host-wide lock directory shared by every run on this host",
     env="PYTEST_NEURON_LOCK_DIR",
@@ -302,6 +325,12 @@ def resolve(
     if spec.env is not None and env.get(spec.env, "").strip():
         source = f"environment variable {spec.env}"
         return Resolved(spec.parse(env[spec.env], source), source)
+    if spec.env is not None and spec.env.startswith("NEURON_RT_") and spec.env in env:
+        # the runtime reads the blank value itself: it must not pass unchecked
+        blank = env[spec.env]
+        raise SettingError(
+            f"environment variable {spec.env} is set but blank ({blank!r}): give it a value or unset it"
+        )
     if ini is not None and ini.strip():
         source = f"ini {spec.ini}"
         return Resolved(spec.parse(ini, source), source)

@@ -7,6 +7,11 @@ pytester run), uses the cores of that lease without locking them again: it
 coordinates with its siblings in a nested lock domain of its own, so it can
 never wait on its own ancestor.  A value whose holder is not an ancestor (a
 stale variable copied into another shell, a recycled pid) is ignored.
+
+The value also carries ``ids``: the id of this lease after the ids of the
+leases it was nested in.  Every process started below the holder inherits
+it, which is how a taker finds the processes that may still use a dead
+holder's cores (procinfo.lease_carriers, lease.py's invariants).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .coreset import CoreSetError, format_coreset, parse_coreset
-from .procinfo import ancestors, my_starttime
+from ..core.coreset import CoreSetError, format_coreset, parse_coreset
+from ..host.procinfo import ancestors, inherited_lease_ids, my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,21 +44,40 @@ class Handoff:
         return self.root / "nested" / f"{self.pid}-{self.starttime}"
 
 
-def handoff_value(root: Path, cores: tuple[int, ...], *, plugin_vars: tuple[str, ...] = ()) -> str:
+MAX_CHAIN = 16  # lease ids kept from the enclosing runs
+
+
+def handoff_value(
+    root: Path,
+    cores: tuple[int, ...],
+    *,
+    plugin_vars: tuple[str, ...] = (),
+    lease_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The ``PYTEST_NEURON_LEASE`` value for a lease this process holds.
 
     ``plugin_vars`` names the variables the plugin set for the lease (the
     collective ports): a nested run derives its own instead of keeping them as
-    if its user had set them.
+    if its user had set them.  ``lease_id`` joins the ids inherited from the
+    environment ``env`` (default: this process's).
     """
+    ids = [*inherited_ids(os.environ if env is None else env), *([lease_id] if lease_id else [])]
     data = {
         "dir": str(root),
         "pid": os.getpid(),
         "start": my_starttime(),
         "cores": format_coreset(cores),
         "vars": list(plugin_vars),
+        "ids": ids[-MAX_CHAIN:],
     }
     return json.dumps(data, separators=(",", ":"))
+
+
+def inherited_ids(env: Mapping[str, str]) -> list[str]:
+    """The lease ids in an inherited ``PYTEST_NEURON_LEASE``, whoever its holder is."""
+    raw = env.get(HANDOFF_ENV)
+    return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode())) if raw else []
 
 
 def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:

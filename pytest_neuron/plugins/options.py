@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .settings import (
+from ..core.settings import (
     DEFAULT_PORT_BASE,
     DEFAULT_WAIT_TIMEOUT,
     LOG_LOCATIONS,
@@ -106,7 +106,7 @@ def read_ini(config: pytest.Config, key: str) -> str | None:
     Flags are typed ``bool``: pytest parses them (``true``/``false``, ``1``/``0``, ...) and its
     error is re-raised naming the key; an unset bool key reads ``[]`` on older pytest.
     """
-    from .settings import SettingError
+    from ..core.settings import SettingError
 
     try:
         value = config.getini(key)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..locks.handoff import HANDOFF_ENV
 from .coreset import format_coreset
-from .handoff import HANDOFF_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -15,6 +15,7 @@ VISIBLE = "NEURON_RT_VISIBLE_CORES"
 ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512
+MAX_PORT = 65535
 OTHER_VARS = (MASTER_PORT, HANDOFF_ENV)
 PORT_VARS = (ROOT_COMM_ID, MASTER_PORT)  # derived per lease unless the user set them
 
@@ -32,12 +33,16 @@ def lease_env(
     Collective ports are derived from the first physical core, so parallel
     collective tests never bind the same port; a value the user set
     (in ``user_env``, the environment pytest started with) is left alone.
+    Both stay valid ports (<= 65535): core numbers beyond the room above
+    ``port_base`` wrap around (only simulated pools have such numbers).
     """
     env: dict[str, str | None] = {VISIBLE: format_coreset(cores), HANDOFF_ENV: handoff}
+    room = max(1, MAX_PORT - port_base - MASTER_PORT_OFFSET + 1)
+    offset = first_physical % room
     if ROOT_COMM_ID not in user_env:
-        env[ROOT_COMM_ID] = f"localhost:{port_base + first_physical}"
+        env[ROOT_COMM_ID] = f"localhost:{port_base + offset}"
     if MASTER_PORT not in user_env:
-        env[MASTER_PORT] = str(port_base + MASTER_PORT_OFFSET + first_physical)
+        env[MASTER_PORT] = str(port_base + MASTER_PORT_OFFSET + offset)
     return env
 
 

@@ -14,8 +14,8 @@ import time
 from html import escape
 from typing import TYPE_CHECKING
 
-from .coreset import format_coreset
-from .report import wait_line
+from ..core.coreset import format_coreset
+from ..core.report import wait_line
 from .trace import RunSpan
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..locks.handoff import Handoff, inherited_handoff
 from .cmdline import this_command
-from .handoff import Handoff, inherited_handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Topology, TopologyError, detect_host, resolve_topology
@@ -36,9 +36,17 @@ class RunPlan:
     slice_size: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
     command: str = field(default_factory=this_command)  # as typed: `python -m pytest -n 2`
+    run_pool: int | None = None  # the whole pool's size, when ``topology`` is a worker's slice of it
 
     def value(self, name: str) -> Any:
         return self.settings[name].value
+
+    @property
+    def pool_size(self) -> int | None:
+        """How many cores the run's whole pool has (what a marker may ask for at most)."""
+        if self.run_pool is not None:
+            return self.run_pool
+        return None if self.topology is None else self.topology.size
 
     @property
     def scope(self) -> str:
@@ -161,6 +169,7 @@ def plan_to_json(plan: RunPlan) -> str:
         "slice_size": plan.slice_size,
         "run_id": plan.run_id,
         "command": plan.command,
+        "run_pool": plan.run_pool,
         "handoff": None
         if plan.handoff is None
         else {
@@ -210,4 +219,5 @@ def plan_from_json(text: str) -> RunPlan:
         slice_size=data["slice_size"],
         run_id=data["run_id"],
         command=data["command"],
+        run_pool=data.get("run_pool"),
     )

@@ -26,22 +26,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
+import re
 import select
 import stat
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
-from .holders import read_small_file
-from .lockdir import FILE_MODE
-from .procinfo import is_running, my_starttime
+from ..host.procinfo import is_running, my_starttime, pid_namespace, shared_clock
+from .holders import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file, shorten
+from .lockdir import FILE_MODE, atomic_write, io_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
 Window = tuple[int, ...]
+TICKET = re.compile(r"[0-9]{20}-[0-9]{8,10}-[0-9a-f]{6}")
+MAX_WHAT = 1024
+MAX_WINDOWS = 4096
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,112 @@ class Waiter:
     k: int
     windows: tuple[Window, ...]  # the physical windows its pool admits
     reserved: Window  # the physical window it reserves once aged, else ()
-    since: float
+    since: float  # wall clock, for display only
     what: str
+    host: str = ""
+    pidns: str = ""
+    mono: float | None = None  # registration time on the host's shared clock (procinfo.shared_clock)
 
     @property
     def rank(self) -> tuple[int, str]:
         """Lower ranks go first: bigger requests, then older tickets."""
         return (-self.k, self.ticket)
+
+    def is_local(self) -> bool:
+        """Whether its pid can be checked here (same host name and pid namespace)."""
+        if self.host and self.host != os.uname().nodename:
+            return False
+        return not self.pidns or not (mine := pid_namespace()) or self.pidns == mine
+
+    def waited(self) -> float:
+        """Seconds since it registered, on the shared clock when the record has it."""
+        if self.mono is not None:
+            return max(0.0, shared_clock() - self.mono)
+        return max(0.0, time.time() - self.since)
+
+
+def _ints(value: object, limit: int) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or len(value) > limit:
+        return None
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CORE for c in value):
+        return None
+    return tuple(value)
+
+
+def decode_waiter(ticket: str, raw: object) -> Waiter | None:
+    """A :class:`Waiter` from a record's decoded JSON, or ``None`` unless every field is valid.
+
+    The one decoder of waiter records (the lease and ``status`` both use it):
+    records are untrusted input in a shared, world-writable directory.
+    """
+    if not TICKET.fullmatch(ticket) or not isinstance(raw, dict):
+        return None
+    pid, k, since, what = raw.get("pid"), raw.get("k"), raw.get("since"), raw.get("what")
+    starttime, mono = raw.get("starttime"), raw.get("mono")
+    host, pidns = raw.get("host", ""), raw.get("pidns", "")
+    windows_raw = raw.get("windows")
+    if not isinstance(windows_raw, list) or len(windows_raw) > MAX_WINDOWS:
+        return None
+    windows = [_ints(w, MAX_CORES) for w in windows_raw]
+    reserved = _ints(raw.get("reserved"), MAX_CORES)
+    if (
+        reserved is None
+        or not _number(since, 0, MAX_SINCE)
+        or (mono is not None and not _number(mono, 0, math.inf))
+    ):
+        return None
+    if not (_whole(pid) and 0 < pid < MAX_PID and _whole(k) and 0 < k <= MAX_CORES):
+        return None
+    if starttime is not None and not _whole(starttime):
+        return None
+    if not (_text(what, MAX_WHAT) and _text(host, 255) and _text(pidns, 64)):
+        return None
+    if not all(w is not None and len(w) == k for w in windows):
+        return None
+    return Waiter(
+        ticket=ticket,
+        pid=pid,
+        starttime=starttime,
+        k=k,
+        windows=tuple(w for w in windows if w is not None),
+        reserved=reserved,
+        since=float(since),
+        what=what,
+        host=host,
+        pidns=pidns,
+        mono=None if mono is None else float(mono),
+    )
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object, low: float, high: float) -> TypeGuard[float]:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and low <= value < high
+
+
+def _text(value: object, limit: int) -> TypeGuard[str]:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def read_waiters(directory: Path) -> list[Waiter]:
+    """Every valid waiter record in ``directory``, in ticket order (dead or alive)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise io_error("list", directory, exc) from None
+    found: list[Waiter] = []
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            waiter = decode_waiter(name[:-5], decode_json(read_small_file(directory / name)))
+            if waiter is not None:
+                found.append(waiter)
+    return found
 
 
 NEWEST = "~"  # sorts after every ticket: a request not yet waiting ranks last among its size
@@ -107,7 +211,8 @@ def served_first(free: Iterable[int], waiters: Sequence[Waiter]) -> list[str]:
 
 
 def new_ticket() -> str:
-    return f"{time.time_ns():020d}-{os.getpid():08d}-{os.urandom(3).hex()}"
+    """Tickets sort by arrival on the host's shared clock, which a wall-clock step cannot move."""
+    return f"{int(shared_clock() * 1e9):020d}-{os.getpid():08d}-{os.urandom(3).hex()}"
 
 
 class WaiterBoard:
@@ -117,37 +222,30 @@ class WaiterBoard:
         self.directory = directory
 
     def read(self) -> list[Waiter]:
-        """Live waiters in ticket order; records of dead waiters are removed."""
+        """Live waiters in ticket order; records of dead waiters are removed.
+
+        A waiter in another pid namespace (or on another host name) cannot be
+        looked up by pid: it is alive while its doorbell has a reader.
+        """
         waiters: list[Waiter] = []
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return waiters
-        for name in names:
-            if not name.endswith(".json") or name.startswith("."):
-                continue
-            try:
-                data = read_small_file(self.directory / name)
-                if data is None:
-                    continue
-                raw = json.loads(data)
-                waiter = Waiter(
-                    ticket=name[:-5],
-                    pid=int(raw["pid"]),
-                    starttime=raw["starttime"],
-                    k=int(raw["k"]),
-                    windows=tuple(tuple(w) for w in raw["windows"]),
-                    reserved=tuple(raw["reserved"]),
-                    since=float(raw["since"]),
-                    what=str(raw["what"]),
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if not is_running(waiter.pid, waiter.starttime):
+        for waiter in read_waiters(self.directory):
+            alive = is_running(waiter.pid, waiter.starttime) if waiter.is_local() else self._listening(waiter)
+            if not alive:
                 self._unlink(waiter.ticket)
                 continue
             waiters.append(waiter)
         return waiters
+
+    def _listening(self, waiter: Waiter) -> bool:
+        try:
+            fd = os.open(
+                self.directory / f"{waiter.ticket}.fifo",
+                os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+            )
+        except OSError as exc:
+            return exc.errno not in (errno.ENXIO, errno.ENOENT)
+        os.close(fd)
+        return True
 
     def write(self, waiter: Waiter) -> None:
         data = {
@@ -158,21 +256,33 @@ class WaiterBoard:
             "reserved": list(waiter.reserved),
             "since": waiter.since,
             "what": waiter.what,
+            "host": waiter.host,
+            "pidns": waiter.pidns,
+            "mono": waiter.mono,
         }
         path = self.directory / f"{waiter.ticket}.json"
-        tmp = self.directory / f".{waiter.ticket}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         try:
-            os.write(fd, json.dumps(data, separators=(",", ":")).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+        except OSError as exc:
+            raise io_error("write", path, exc) from None
 
     def register(
         self, ticket: str, k: int, windows: tuple[Window, ...], what: str
     ) -> tuple[Waiter, int | None]:
         """Record a new waiter and open its doorbell (``None`` where FIFOs are not supported)."""
-        waiter = Waiter(ticket, os.getpid(), my_starttime(), k, windows, (), time.time(), what)
+        waiter = Waiter(
+            ticket,
+            os.getpid(),
+            my_starttime(),
+            k,
+            windows,
+            (),
+            time.time(),
+            shorten(what, MAX_WHAT),
+            host=os.uname().nodename,
+            pidns=pid_namespace(),
+            mono=shared_clock(),
+        )
         fifo = self.directory / f"{ticket}.fifo"
         bell: int | None
         try:

@@ -1,0 +1,115 @@
+"""What pytest-neuron costs a suite, in instructions (valgrind's callgrind): repeatable on a noisy machine.
+
+Each arm runs a generated suite with the plugin and with ``-p no:neuron`` and prints the ratio of
+instructions executed by every process of the run (xdist workers included:
+``--trace-children=yes``, one callgrind file per process, summed):
+
+* ``no pool``: ``--tests`` trivial unmarked tests on a machine without Neuron devices (an empty
+  host root, a ``neuron-ls`` that does not exist);
+* ``pool``: the same suite with ``--neuron-cores=0-31``, worker scope: what every Neuron host
+  looks like, since most tests of a Neuron suite need no cores;
+* ``marked``: the same number of tests, each ``@pytest.mark.neuron(1)``, worker scope on the pool
+  (the per-test cost of a marked test; the ``-p no:neuron`` arm registers the marker itself).
+
+each serial and with ``-n 2``.  Target (issue 10): <= 1.02x for ``no pool`` and ``pool``.
+
+    python bench/bench_callgrind.py [--tests 2000] [--arms nopool,pool,marked] [--modes serial,xdist]
+
+Needs valgrind.  A script, not a test: it asserts nothing.  About a minute per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PER_MODULE = 100
+COMMON = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:hypothesispytest")
+CONFTEST = """
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("neuron"):  # -p no:neuron: register the marker ourselves
+        config.addinivalue_line("markers", "neuron(cores=1): NeuronCores this test needs")
+"""
+
+
+def write_suite(root: Path, tests: int, *, marked: bool) -> None:
+    root.mkdir(parents=True)
+    head = "import pytest\n\n" if marked else ""
+    mark = "@pytest.mark.neuron(1)\n" if marked else ""
+    for m in range((tests + PER_MODULE - 1) // PER_MODULE):
+        count = min(PER_MODULE, tests - m * PER_MODULE)
+        body = "".join(f"{mark}def test_{i}():\n    pass\n\n" for i in range(count))
+        (root / f"test_m{m:03d}.py").write_text(head + body)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "conftest.py").write_text(CONFTEST)
+
+
+def instructions(work: Path, name: str, suite: Path, args: list[str], env: dict[str, str]) -> int:
+    out = work / "cg" / name
+    out.mkdir(parents=True)
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        f"--callgrind-out-file={out}/%p.out",
+        sys.executable,
+        "-m",
+        "pytest",
+        *COMMON,
+        *args,
+    ]
+    done = subprocess.run(command, cwd=suite, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    total = 0
+    for path in out.glob("*.out"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=2000)
+    parser.add_argument("--arms", default="nopool,pool,marked")
+    parser.add_argument("--modes", default="serial,xdist")
+    opts = parser.parse_args()
+    arms, modes = opts.arms.split(","), opts.modes.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "empty-host").mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURON_", "PYTEST_NEURON_"))}
+        env.update(
+            PYTHONHASHSEED="0",
+            PYTHONPYCACHEPREFIX=str(work / "pyc"),
+            PYTEST_NEURON_HOST_ROOT=str(work / "empty-host"),
+            PYTEST_NEURON_NEURON_LS="/nonexistent/neuron-ls",
+        )
+        suites = {"plain": work / "plain", "marked": work / "marked"}
+        write_suite(suites["plain"], opts.tests, marked=False)
+        write_suite(suites["marked"], opts.tests, marked=True)
+        for suite in suites.values():  # warm the bytecode cache
+            subprocess.run([sys.executable, "-m", "pytest", *COMMON], cwd=suite, env=env, capture_output=True)
+        print(f"python {platform.python_version()}, {opts.tests} tests per run, instructions of every process")
+        print(f"{'arm':<8} {'mode':<7} {'plugin':>15} {'-p no:neuron':>15} {'ratio':>8}")
+        for arm in arms:
+            for mode in modes:
+                xdist = ["-n", "2"] if mode == "xdist" else []
+                suite = suites["marked" if arm == "marked" else "plain"]
+                neuron = [] if arm == "nopool" else ["--neuron-cores=0-31", f"--neuron-lock-dir={work / 'locks'}"]
+                on = instructions(work, f"{arm}-{mode}-on", suite, [*xdist, *neuron], env)
+                off = instructions(work, f"{arm}-{mode}-off", suite, [*xdist, "-p", "no:neuron"], env)
+                print(f"{arm:<8} {mode:<7} {on:>15,} {off:>15,} {on / off:>8.4f}", flush=True)
+                if arm == "marked":
+                    print(f"{'':<8} {'':<7} per marked test: {(on - off) / opts.tests:,.0f} instructions")
+
+
+if __name__ == "__main__":
+    main()

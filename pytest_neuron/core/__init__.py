@@ -1,0 +1,1 @@
+"""Pure logic: stdlib only, imports nothing else of the package."""

@@ -1,0 +1,1 @@
+"""Reading the machine: Neuron device detection, /proc, the parent watchdog, environment patching."""

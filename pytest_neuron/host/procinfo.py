@@ -1,0 +1,271 @@
+"""What this host knows about a process, read from /proc without side effects.
+
+The one parser of ``/proc/<pid>/stat`` (:func:`parse_stat`) lives here; every
+other module asks :func:`proc_state`.  :func:`lease_carriers` finds the
+processes that inherited a lease (see handoff.py): the lease's id travels in
+``PYTEST_NEURON_LEASE`` through every ``exec``, and ``/proc/<pid>/environ``
+shows the environment a process was started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+#: one-letter process states of /proc/<pid>/stat, as ``ps`` spells them out
+STATE_NAMES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "in uninterruptible I/O",
+    "T": "stopped",
+    "t": "stopped by a debugger",
+    "Z": "zombie",
+    "X": "dead",
+    "I": "idle",
+    "P": "parked",
+}
+
+
+@dataclass(frozen=True)
+class ProcState:
+    exists: bool
+    zombie: bool = False
+    starttime: int | None = None
+    ppid: int | None = None
+    state: str = "?"
+    comm: str = ""
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, self.state)
+
+
+def parse_stat(raw: str) -> ProcState | None:
+    """A ``/proc/<pid>/stat`` line; ``None`` if it is not one.
+
+    The command name (field 2) may hold blanks and parentheses: split after the last ``)``.
+    """
+    close = raw.rfind(")")
+    fields = raw[close + 2 :].split()
+    if close < 0 or len(fields) < 20:
+        return None
+    try:
+        return ProcState(
+            exists=True,
+            zombie=fields[0] in ("Z", "X"),
+            ppid=int(fields[1]),
+            starttime=int(fields[19]),
+            state=fields[0],
+            comm=raw[raw.find("(") + 1 : close],
+        )
+    except ValueError:
+        return None
+
+
+def proc_state(pid: int, proc: Path = PROC) -> ProcState:
+    """State of ``pid``: gone, a zombie, or running, with its start time in clock ticks.
+
+    The start time tells a live process from a new one that reused the pid.
+    """
+    try:
+        raw = (proc / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return ProcState(exists=False)
+    except OSError:
+        return ProcState(exists=True)
+    return parse_stat(raw) or ProcState(exists=True)
+
+
+def is_running(pid: int, starttime: int | None) -> bool:
+    """``pid`` is alive, not a zombie, and (when ``starttime`` is known) the same process."""
+    state = proc_state(pid)
+    if not state.exists or state.zombie:
+        return False
+    return starttime is None or state.starttime is None or state.starttime == starttime
+
+
+def ancestors(pid: int | None = None) -> list[tuple[int, int | None]]:
+    """``(pid, starttime)`` of ``pid`` (default: this process) and each of its ancestors."""
+    chain: list[tuple[int, int | None]] = []
+    current: int | None = os.getpid() if pid is None else pid
+    while current and current > 0 and len(chain) < 256:
+        state = proc_state(current)
+        if not state.exists:
+            break
+        chain.append((current, state.starttime))
+        current = state.ppid
+    return chain
+
+
+def all_pids(proc: Path = PROC) -> list[int]:
+    try:
+        return [int(name) for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return []
+
+
+def children_of(pid: int, proc: Path = PROC) -> list[int]:
+    """Direct children of ``pid`` (from its threads' ``children`` files, else a scan of /proc)."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(proc / str(pid) / "task")
+        for tid in tids:
+            found += [int(c) for c in (proc / str(pid) / "task" / tid / "children").read_text().split()]
+        return found
+    except (OSError, ValueError):
+        pass
+    for other in all_pids(proc):
+        if proc_state(other, proc).ppid == pid:
+            found.append(other)
+    return found
+
+
+def descendants(pid: int, proc: Path = PROC) -> list[int]:
+    """Every live descendant of ``pid``, parents before children."""
+    found: list[int] = []
+    stack = [pid]
+    while stack and len(found) < 100_000:
+        for child in children_of(stack.pop(), proc):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def command_line(pid: int, proc: Path = PROC, limit: int = 200) -> str:
+    """``pid``'s command line, blanks for NULs, at most ``limit`` characters ('' if unreadable)."""
+    try:
+        with open(proc / str(pid) / "cmdline", "rb") as handle:
+            raw = handle.read(limit * 4)
+    except OSError:
+        return ""
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    return text[:limit]
+
+
+def describe_process(pid: int, proc: Path = PROC) -> str:
+    """``pid 123 (stopped): python -m pytest ...`` for messages that name a process."""
+    state = proc_state(pid, proc)
+    if not state.exists:
+        return f"pid {pid} (gone)"
+    command = command_line(pid, proc) or (f"[{state.comm}]" if state.comm else "?")
+    return f"pid {pid} ({state.state_name}): {command}"
+
+
+HANDOFF_MARK = b"PYTEST_NEURON_LEASE="
+
+
+def inherited_lease_ids(environ: bytes) -> tuple[str, ...]:
+    """The lease ids in the ``PYTEST_NEURON_LEASE`` entry of a raw ``/proc/<pid>/environ``."""
+    for entry in environ.split(b"\0"):
+        if entry.startswith(HANDOFF_MARK):
+            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+                data = json.loads(entry[len(HANDOFF_MARK) :])
+                ids = data.get("ids", ()) if isinstance(data, dict) else ()
+                if isinstance(ids, list):
+                    return tuple(i for i in ids[:64] if isinstance(i, str))
+            return ()
+    return ()
+
+
+MAX_ENVIRON = 1 << 20
+
+
+def lease_carriers(
+    lease_ids: set[str], proc: Path = PROC, *, exclude: int | None = None, pids: list[int] | None = None
+) -> dict[str, list[int]]:
+    """Live processes (of ``pids``, default all) whose start environment carries one of ``lease_ids``.
+
+    Only processes whose environment this user may read are seen (the same
+    user, or root): see lease.py for what that means across users.
+    """
+    found: dict[str, list[int]] = {}
+    if not lease_ids:
+        return found
+    me = os.getpid() if exclude is None else exclude
+    for pid in all_pids(proc) if pids is None else pids:
+        if pid == me:
+            continue
+        try:
+            with open(proc / str(pid) / "environ", "rb") as handle:
+                raw = handle.read(MAX_ENVIRON)
+        except OSError:
+            continue
+        if HANDOFF_MARK not in raw:
+            continue
+        hits = lease_ids.intersection(inherited_lease_ids(raw))
+        if hits and not proc_state(pid, proc).zombie:
+            for lease_id in hits:
+                found.setdefault(lease_id, []).append(pid)
+    return found
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux 3.4+); False where it cannot.
+
+    An orphan below this process is then re-parented to it rather than to
+    init, so :func:`descendants` still finds a test's grandchild whose parent
+    exited.  Such orphans are not reaped here: one that exits stays a zombie
+    (which uses no device and counts as gone) until this process exits.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (``pid:[4026531836]``), '' where it cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def shared_clock() -> float:
+    """Seconds on a clock every process of this host shares and the wall clock cannot move.
+
+    CLOCK_BOOTTIME is system-wide (also across pid namespaces) and keeps
+    counting through a suspend; CLOCK_MONOTONIC where it does not exist.
+    """
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return time.clock_gettime(clock)
+
+
+_MINE: dict[int, int | None] = {}
+
+
+def my_starttime() -> int | None:
+    """This process's start time (cached per pid: a forked child reads its own)."""
+    pid = os.getpid()
+    if pid not in _MINE:
+        _MINE[pid] = proc_state(pid).starttime
+    return _MINE[pid]
+
+
+def open_devices(prefix: str) -> list[str]:
+    """Paths starting with ``prefix`` that this process has open (from /proc/self/fd)."""
+    found: list[str] = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            found.append(target)
+    return sorted(set(found))

@@ -1,0 +1,303 @@
+"""Holder records: who holds a lease and its cores, readable by anyone without a lock.
+
+One small JSON file per *lease*, ``holders/<lease id>.json``, naming its
+physical cores: written by the holder *after* it has locked every core of the
+lease and removed *before* it unlocks them, always atomically (see
+:func:`~pytest_neuron.locks.lockdir.atomic_write`), so a reader sees a whole record
+or none.  A record whose cores are unlocked therefore means its holder died
+without cleaning up; its lease id tells the next holder which processes may
+still use the cores (see lease.py).
+
+Records are untrusted input (the directory is shared and world-writable):
+:func:`decode_holder` checks every field's type, range and size, and a record
+of the wrong shape is no record.  Writers bound every field the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..host.procinfo import is_running, my_starttime, pid_namespace
+from .lockdir import atomic_write, io_error
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+MAX_RECORD = 64 * 1024
+MAX_PID = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux
+MAX_CORE = 1 << 16
+MAX_CORES = 4096
+MAX_SINCE = 1e11  # seconds since the epoch: about the year 5000
+#: the longest text of each string field; longer values are shortened when written
+LIMITS = {"host": 255, "user": 256, "command": 1024, "lease_id": 64, "worker": 128, "test": 2048, "pidns": 64}
+LEASE_ID = re.compile(r"[0-9a-f]{8,64}")
+RECORD_NAME = re.compile(r"([0-9a-f]{8,64})\.json")
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, keeping its start and end."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 3
+    return text[: keep - keep // 3] + "..." + text[len(text) - keep // 3 :]
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    starttime: int | None
+    host: str
+    user: str
+    command: str
+    since: float
+    lease_id: str
+    cores: tuple[int, ...] = ()
+    physical: tuple[int, ...] = ()
+    worker: str | None = None
+    test: str | None = None
+    pidns: str = ""  # the holder's pid namespace ('' when unknown: written by an older version)
+
+    def describe(self) -> str:
+        """One line for error messages and the status table."""
+        who = self.test or self.worker or "a process"
+        age = max(0.0, time.time() - self.since)
+        return f"pid {self.pid} ({self.user}@{self.host}, {who}, for {age:.1f}s): {self.command[:120]}"
+
+    def is_local(self) -> bool:
+        """Whether this record's pid can be checked here (same host name and pid namespace)."""
+        if self.host != os.uname().nodename:
+            return False
+        return not self.pidns or not (mine := pid_namespace()) or self.pidns == mine
+
+    def is_alive(self) -> bool:
+        """True unless the holder is certainly gone; records from elsewhere count as alive."""
+        if not self.is_local():
+            return True
+        return is_running(self.pid, self.starttime)
+
+
+@functools.lru_cache(maxsize=1)
+def current_user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def new_holder(
+    lease_id: str,
+    cores: tuple[int, ...],
+    physical: tuple[int, ...],
+    *,
+    worker: str | None,
+    test: str | None,
+    command: str | None = None,
+) -> Holder:
+    return Holder(
+        pid=os.getpid(),
+        starttime=my_starttime(),
+        host=shorten(os.uname().nodename, LIMITS["host"]),
+        user=shorten(current_user(), LIMITS["user"]),
+        command=shorten(command or " ".join(sys.argv) or sys.executable, LIMITS["command"]),
+        since=time.time(),
+        lease_id=lease_id,
+        cores=cores,
+        physical=physical,
+        worker=None if worker is None else shorten(worker, LIMITS["worker"]),
+        test=None if test is None else shorten(test, LIMITS["test"]),
+        pidns=_my_pidns(),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _my_pidns() -> str:
+    return shorten(pid_namespace(), LIMITS["pidns"])
+
+
+def encode_holder(holder: Holder) -> bytes:
+    return json.dumps(vars(holder), separators=(",", ":")).encode()  # no deep copy: fields are flat
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _is_text(value: object, name: str, *, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, str) and len(value) <= LIMITS[name]
+
+
+def _core_list(value: object) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_CORES:
+        return None
+    if not all(_is_int(c, 0, MAX_CORE) for c in value):
+        return None
+    return tuple(value)
+
+
+def decode_holder(raw: object) -> Holder | None:
+    """A :class:`Holder` from decoded JSON, or ``None`` unless every field is of the right type and size."""
+    if not isinstance(raw, dict):
+        return None
+    since = raw.get("since")
+    cores, physical = _core_list(raw.get("cores")), _core_list(raw.get("physical"))
+    starttime = raw.get("starttime")
+    lease_id = raw.get("lease_id")
+    if not (
+        _is_int(raw.get("pid"), 1, MAX_PID)
+        and (starttime is None or _is_int(starttime, 0, 1 << 63))
+        and isinstance(since, (int, float))
+        and not isinstance(since, bool)
+        and math.isfinite(since)
+        and 0 <= since < MAX_SINCE
+        and all(_is_text(raw.get(k), k) for k in ("host", "user", "command"))
+        and isinstance(lease_id, str)
+        and LEASE_ID.fullmatch(lease_id)
+        and _is_text(raw.get("worker"), "worker", optional=True)
+        and _is_text(raw.get("test"), "test", optional=True)
+        and _is_text(raw.get("pidns", ""), "pidns")
+        and cores is not None
+        and physical is not None
+    ):
+        return None
+    return Holder(
+        pid=raw["pid"],
+        starttime=starttime,
+        host=raw["host"],
+        user=raw["user"],
+        command=raw["command"],
+        since=float(since),
+        lease_id=lease_id,
+        cores=cores,
+        physical=physical,
+        worker=raw.get("worker"),
+        test=raw.get("test"),
+        pidns=raw.get("pidns", ""),
+    )
+
+
+def read_small_file(path: Path) -> bytes | None:
+    """The bytes of a record file, or ``None`` unless it is a regular file (not a link) of bounded size.
+
+    The lock directory is shared and world-writable: a planted link to a FIFO
+    or /dev/zero must not block or flood a reader.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD:
+            return None
+        return os.read(fd, MAX_RECORD)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def decode_json(data: bytes | None) -> object:
+    """Parsed JSON, or ``None`` for anything that is not (NaN and Infinity are not JSON)."""
+    if data is None:
+        return None
+
+    def refuse(constant: str) -> object:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(data, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
+
+
+def read_record(path: Path) -> Holder | None:
+    """The record at ``path``, or ``None`` when there is none or it is not a valid record."""
+    holder = decode_holder(decode_json(read_small_file(path)))
+    if holder is None:
+        return None
+    match = RECORD_NAME.fullmatch(path.name)
+    if match is not None and match.group(1) != holder.lease_id:
+        return None  # a record under another lease's name
+    return holder
+
+
+class HolderRecords:
+    """The ``holders/`` directory of one domain, with each record read once per process.
+
+    A record is written once and never changed (its name is its lease's
+    random id), so a listing plus the records not seen before is the whole
+    state; the cost of a scan grows with the number of leases, not of cores.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._seen: dict[str, Holder | None] = {}
+
+    def path(self, lease_id: str) -> Path:
+        return self.directory / f"{lease_id}.json"
+
+    def scan(self) -> dict[str, Holder]:
+        """Every valid record, by lease id."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError as exc:
+            raise io_error("list", self.directory, exc) from None
+        seen, fresh = self._seen, {}
+        found: dict[str, Holder] = {}
+        for name in names:
+            match = RECORD_NAME.fullmatch(name)
+            if match is None:
+                continue
+            lease_id = match.group(1)
+            holder = seen[lease_id] if lease_id in seen else read_record(self.directory / name)
+            fresh[lease_id] = holder
+            if holder is not None:
+                found[lease_id] = holder
+        self._seen = fresh
+        return found
+
+    def exists(self, lease_id: str) -> bool:
+        """Whether the record of ``lease_id`` is still there (read again, not from the cache)."""
+        return read_record(self.path(lease_id)) is not None
+
+    def write(self, holder: Holder) -> None:
+        path = self.path(holder.lease_id)
+        try:
+            atomic_write(path, encode_holder(holder))
+        except OSError as exc:
+            raise io_error("write", path, exc) from None
+        self._seen[holder.lease_id] = holder
+
+    def remove(self, lease_id: str) -> None:
+        path = self.path(lease_id)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise io_error("remove", path, exc) from None
+        self._seen.pop(lease_id, None)
+
+
+def remove_record(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def write_record(path: Path, holder: Holder) -> None:
+    """Write ``holder`` at ``path`` atomically (tests use it to plant records)."""
+    atomic_write(path, encode_holder(holder))

@@ -1,0 +1,530 @@
+"""Exclusive, crash-safe leases of NeuronCores across processes and runs.
+
+Invariants (each is tested with real processes in tests/test_lease*.py):
+
+* **One flock per physical core, held exactly as long as the lease.**  The
+  kernel drops a flock when its holder dies, so a SIGKILLed holder leaves no
+  stale lease.  Lock files are never unlinked; each process opens them once
+  and keeps the descriptors (lockdir.CoreLocks).
+* **All or nothing, without hold-and-wait.**  A placement is decided under the
+  domain's short ``alloc.lock``: the process picks a free window, takes each
+  core's lock *without blocking*, and on any refusal gives back what it took.
+  Nobody ever blocks on a core lock while holding another, so two requests
+  cannot deadlock; ``alloc.lock`` is never held while waiting for cores.
+* **No wait is unbounded.**  Waiting for cores ends at the request's bound;
+  waiting for ``alloc.lock`` ends at that bound too (at least
+  ``MUTEX_MIN_WAIT``), and the error names the process stuck inside it.
+* **Biggest first, and fair.**  A request that cannot be placed registers as
+  a waiter; freed cores go to the biggest waiter they fit.  A waiter that has
+  waited ``fair_after`` seconds (on the host's shared clock, which a wall-clock
+  step cannot move) reserves the window that will drain soonest, so a 32-core
+  request waits at most for the holders it found, never for a stream of
+  1-core requests behind it (see waiters.py).
+* **A lease's cores are handed on only when no process that inherited the
+  lease is alive.**  Who may still use a core: the holder, every process
+  forked from it (they share its lock descriptors, so the kernel keeps the
+  cores locked while any of them lives), and every process started below it
+  with the lease's environment: the plugin exports the lease id in
+  ``PYTEST_NEURON_LEASE`` (handoff.py), which every ``exec`` inherits, and
+  ``/proc/<pid>/environ`` shows it for the holder's user and root.  So:
+
+  - **release** by a live holder hands the cores back only when none of its
+    descendants carries the lease id; otherwise the lease *lingers* (locked,
+    recorded) and is handed back by a later call once they have exited, or by
+    the kernel when the holder exits (the record then stays for the next
+    taker).  The holder makes itself a child subreaper on its first lease,
+    so orphans of its descendants stay its descendants.
+  - **takeover**: a record on cores we could lock means its holder died; the
+    taker waits (``TAKEOVER_WAIT`` at most) for that pid to be gone, since the
+    kernel drops the flock a moment before the runtime closes the device, and
+    takes the cores only when no live process carries that lease's id.  While
+    one does, those cores count as busy: the request waits, and its timeout
+    message (like ``status``) names the survivors.
+  - Limits: a survivor of *another user* whose environment this user cannot
+    read is not seen (run as the same user or root); a record from another
+    host name or pid namespace cannot be checked, so its cores are taken
+    after ``FOREIGN_TAKEOVER_GRACE`` once its lock is free.
+* **One holder record per lease** (holders.py), written after every core is
+  locked and removed before any is unlocked; a failed write gives the cores
+  back, so no record or lock is left half-written.
+* **A replaced lock directory stops the run.**  If ``alloc.lock`` or a core's
+  lock file was removed or replaced while this process used it (``rm -rf`` of
+  the directory), leases from it are no longer exclusive: every later
+  request fails with :class:`LockDirError` instead of handing out cores.
+* **Every I/O error on the lock directory is a** :class:`LockDirError`
+  whose ``str()`` is one line naming the path and the errno.
+* **Our own holdings are tracked here**, not through the lock objects'
+  reentrancy: a core this process holds is busy to it like to anyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ..core.coreset import format_coreset
+from ..core.placement import candidate_windows, choose_window, reservation_window
+from ..host.procinfo import (
+    become_subreaper,
+    descendants,
+    describe_process,
+    is_running,
+    lease_carriers,
+    proc_state,
+)
+from .holders import Holder, HolderRecords, new_holder
+from .lockdir import CoreLocks, DomainMutex, LockDirError, MutexTimeout, io_error, prepare_domain
+from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+
+    from ..core.topology import Topology
+
+TAKEOVER_WAIT = 10.0  # seconds to wait for a dead holder's process to be fully gone
+FOREIGN_TAKEOVER_GRACE = 0.5  # the same, for a holder on another host name, whose exit we cannot watch
+
+
+class LeaseError(Exception):
+    """A request that can never be granted from this pool."""
+
+
+class LeaseTimeout(TimeoutError):
+    """The wait bound passed; ``str()`` names the request, the pool and the holders."""
+
+    def __init__(self, message: str, holders: list[Holder]) -> None:
+        super().__init__(message)
+        self.holders = holders
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    cores: tuple[int, ...]
+    physical: tuple[int, ...]
+    wait_seconds: float
+    domain: Path
+    acquired_at: float
+    released: bool = False
+    lingering: tuple[int, ...] = field(default=())  # descendants that kept it from being handed back
+
+    @property
+    def visible_cores(self) -> str:
+        return format_coreset(self.cores)
+
+
+def _sleep_interval(base: float, attempt: int, cap: float) -> float:
+    """Backoff between attempts where no doorbell can wake a waiter (no FIFOs on this filesystem)."""
+    return min(base * (1.5 ** min(attempt, 8)), cap) * random.uniform(0.8, 1.2)
+
+
+class LeaseManager:
+    """Hands out leases from ``topology``'s pool, coordinated through the lock domain ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        topology: Topology,
+        *,
+        source: str = "the lock directory",
+        poll_interval: float = 0.005,
+        fair_after: float = 1.0,
+        fallback_poll: float = 0.1,
+        command: str | None = None,
+        adopt_orphans: bool = True,
+    ) -> None:
+        self.root = root
+        self.topology = topology
+        self.source = source
+        self.poll_interval = poll_interval
+        self.fair_after = fair_after
+        self.fallback_poll = fallback_poll
+        self.command = command
+        self.adopt_orphans = adopt_orphans
+        self._board = WaiterBoard(root / "waiters")
+        self._prepared = False
+        self._held: set[int] = set()  # physical cores this process holds
+        self._locks = CoreLocks(root / "cores", source)
+        self._records = HolderRecords(root / "holders")
+        self._lingering: dict[str, Lease] = {}
+        self._mutex = threading.Lock()
+        self._alloc = DomainMutex(root / "alloc.lock")
+        self._survivors: dict[str, list[int]] = {}  # dead leases still used, for the timeout message
+        self._known_survivors: dict[str, list[tuple[int, int | None]]] = {}
+        self._all_physical = frozenset(topology.physical_cores(topology.cores))
+
+    def prepare(self) -> None:
+        """Check and create the lock domain (once per manager); raises LockDirError."""
+        self._prepare()
+
+    def _prepare(self) -> None:
+        if not self._prepared:
+            prepare_domain(self.root, self.source)
+            if self.adopt_orphans:
+                become_subreaper()
+            self._prepared = True
+
+    # -- reading state without locks -------------------------------------------
+    def holders(self, physical: Iterable[int]) -> dict[int, Holder]:
+        """The recorded holder of each of ``physical`` that has one (a live one before a dead one)."""
+        wanted = set(physical)
+        found: dict[int, Holder] = {}
+        for holder in self._records.scan().values():
+            for phys in wanted.intersection(holder.physical):
+                if phys not in found or (holder.is_alive() and not found[phys].is_alive()):
+                    found[phys] = holder
+        return found
+
+    # -- placement ---------------------------------------------------------------
+    def _logical_free(self, unavailable: set[int]) -> list[int]:
+        topo = self.topology
+        return [c for c in topo.cores if not unavailable.intersection(topo.physical[c])]
+
+    def _try_place(
+        self,
+        k: int,
+        lease_id: str,
+        ticket: str | None,
+        waiters: list[Waiter],
+        *,
+        who: tuple[str | None, str | None],
+    ) -> tuple[tuple[int, ...] | None, list[Holder], set[int]]:
+        """Under ``alloc.lock``: lock a window this request may take (see waiters.py for the order).
+
+        Returns the window and the records of dead previous holders found on
+        it, or ``None`` and the physical cores found busy.
+        """
+        topo = self.topology
+        everything = set(self._all_physical)
+        records = self._records.scan()
+        by_core: dict[int, list[Holder]] = {}
+        for holder in records.values():
+            for phys in holder.physical:
+                by_core.setdefault(phys, []).append(holder)
+        busy = set(by_core) | self._held
+        allowed = available_to(k, ticket, everything - busy, waiters)
+        checked_records = False
+        self._survivors = {}
+        for _ in range(len(topo.cores) + 2):
+            window = choose_window(
+                topo.cores, k, self._logical_free(everything - allowed), device_of=topo.device_of
+            )
+            if window is None:
+                if checked_records:
+                    break
+                checked_records = True
+                # A recorded core may be free: its holder died, or the record is not its holder's
+                # (planted, or a recycled pid).  Let the core's lock decide, except for the cores
+                # of dead leases that processes which inherited them still use.
+                survivors = self._survivors_of([h for h in records.values() if not h.is_alive()])
+                still_used = {p for h in records.values() if h.lease_id in survivors for p in h.physical}
+                maybe = {p for p in by_core if p not in self._held and p not in still_used}
+                if not maybe:
+                    break
+                busy -= maybe
+                allowed = available_to(k, ticket, everything - busy, waiters)
+                continue
+            physical = topo.physical_cores(window)
+            taken: list[int] = []
+            refused: int | None = None
+            try:
+                for phys in physical:
+                    if not self._locks.try_lock(phys):
+                        refused = phys
+                        break
+                    taken.append(phys)
+            except BaseException:
+                self._unlock(taken)
+                raise
+            if refused is not None:
+                self._unlock(taken)
+                busy.add(refused)
+                allowed.discard(refused)
+                continue
+            window_set = set(physical)
+            # our snapshot is from before the locks: a holder may have released since (it removes
+            # its record before it unlocks), so only a record still there is a previous holder's
+            previous = [
+                h
+                for h in records.values()
+                if h.lease_id != lease_id
+                and window_set.intersection(h.physical)
+                and self._records.exists(h.lease_id)
+            ]
+            survivors = self._survivors_of(previous)
+            if survivors:
+                self._unlock(taken)
+                used = {p for h in previous if h.lease_id in survivors for p in h.physical}
+                busy |= used
+                allowed -= used
+                continue
+            holder = new_holder(lease_id, window, physical, worker=who[0], test=who[1], command=self.command)
+            try:
+                self._records.write(holder)
+            except BaseException:
+                self._unlock(taken)
+                raise
+            self._held.update(physical)
+            return window, previous, set()
+        return None, [], busy
+
+    def _survivors_of(self, dead: list[Holder]) -> dict[str, list[int]]:
+        """The live processes that inherited each of these leases (by lease id), if any.
+
+        A lease whose known survivors all still run is still used, without a new
+        scan of /proc: waiters retrying behind a long-lived survivor stay cheap.
+        """
+        ids = {h.lease_id for h in dead if h.is_local()}
+        found: dict[str, list[int]] = {}
+        for lease_id in list(ids):
+            known = self._known_survivors.get(lease_id)
+            if known and all(is_running(pid, start) for pid, start in known):
+                found[lease_id] = [pid for pid, _ in known]
+                ids.discard(lease_id)
+        if ids:
+            scanned = lease_carriers(ids)
+            found.update(scanned)
+            for lease_id, pids in scanned.items():
+                self._known_survivors[lease_id] = [(pid, proc_state(pid).starttime) for pid in pids]
+        for lease_id in ids - set(found):
+            self._known_survivors.pop(lease_id, None)
+        self._survivors.update(found)
+        return found
+
+    def _unlock(self, physical: Iterable[int]) -> None:
+        for phys in physical:
+            self._locks.unlock(phys)
+
+    def _reserve(self, k: int, busy: set[int], forbidden: set[int]) -> tuple[int, ...]:
+        topo = self.topology
+        busy_logical = [c for c in topo.cores if busy.intersection(topo.physical[c])]
+        forbidden_logical = [c for c in topo.cores if forbidden.intersection(topo.physical[c])]
+        window = reservation_window(topo.cores, k, busy_logical, forbidden_logical, device_of=topo.device_of)
+        return () if window is None else topo.physical_cores(window)
+
+    def check_request(self, k: int) -> None:
+        """Raise :class:`LeaseError` for a request this pool can never grant (no wait)."""
+        topo = self.topology
+        pool = f"pool {format_coreset(topo.cores)} ({topo.source})"
+        if k < 1 or k > topo.size:
+            raise LeaseError(f"cannot lease {k} cores from a pool of {topo.size} ({topo.source})")
+        if not candidate_windows(tuple(topo.cores), k):
+            raise LeaseError(
+                f"cannot lease {k} core{'s' if k != 1 else ''} from {pool}: it has no {k} consecutive "
+                "cores, and the runtime needs a contiguous range"
+            )
+
+    def acquire(
+        self,
+        k: int,
+        *,
+        timeout: float,
+        worker: str | None = None,
+        test: str | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Lease:
+        """Lease ``k`` cores, waiting at most ``timeout`` seconds (0: one attempt).
+
+        Raises :class:`LeaseError` when the request can never fit the pool,
+        :class:`LeaseTimeout` when the bound passes (also when ``alloc.lock``
+        stays held that long), :class:`LockDirError` when the lock directory
+        is unusable.
+        """
+        topo = self.topology
+        self.check_request(k)
+        self._prepare()
+        start = time.monotonic()
+        deadline = start + max(0.0, timeout)
+        lease_id = os.urandom(8).hex()
+        board = self._board
+        waiter: Waiter | None = None
+        bell: int | None = None
+        attempt = 0
+        try:
+            while True:
+                self._settle_lingering()
+                with self._mutex:
+                    try:
+                        self._alloc.acquire(deadline - time.monotonic())
+                    except MutexTimeout as exc:
+                        raise LeaseTimeout(
+                            f"{k} core{'s' if k != 1 else ''} of pool {format_coreset(topo.cores)}: {exc}", []
+                        ) from None
+                    try:
+                        waiters = board.read() if waiter is not None or self._has_waiters() else []
+                        ticket = None if waiter is None else waiter.ticket
+                        placed, previous, busy = self._try_place(
+                            k, lease_id, ticket, waiters, who=(worker, test)
+                        )
+                        if placed is None and timeout > 0:
+                            waiter, bell = self._update_waiter(
+                                k, waiter, bell, waiters=waiters, busy=busy, what=test or worker
+                            )
+                    finally:
+                        self._alloc.release()
+                if placed is not None:
+                    self._await_takeover(previous)
+                    physical = topo.physical_cores(placed)
+                    return Lease(
+                        lease_id=lease_id,
+                        cores=placed,
+                        physical=physical,
+                        wait_seconds=time.monotonic() - start,
+                        domain=self.root,
+                        acquired_at=time.time(),
+                    )
+                now = time.monotonic()
+                if now >= deadline or (cancel is not None and cancel()):
+                    raise self._timeout_error(k, () if waiter is None else waiter.reserved, now - start)
+                # a doorbell wakes us when cores free up; the poll only catches holders that died
+                pause = (
+                    self.fallback_poll
+                    if bell is not None
+                    else _sleep_interval(self.poll_interval, attempt, self.fallback_poll)
+                )
+                board.wait(bell, min(deadline - now, pause))
+                attempt += 1
+        finally:
+            if waiter is not None:
+                board.remove(waiter.ticket, bell)
+
+    def _has_waiters(self) -> bool:
+        try:
+            return any(name.endswith(".json") for name in os.listdir(self.root / "waiters"))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise io_error("list", self.root / "waiters", exc, self.source) from None
+
+    def _update_waiter(
+        self,
+        k: int,
+        waiter: Waiter | None,
+        bell: int | None,
+        *,
+        waiters: list[Waiter],
+        busy: set[int],
+        what: str | None,
+    ) -> tuple[Waiter, int | None]:
+        """Register this request as a waiter, and reserve a window once it has aged."""
+        topo = self.topology
+        if waiter is None:
+            windows = tuple(topo.physical_cores(w) for w in candidate_windows(topo.cores, k))
+            return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
+        if waiter.waited() < self.fair_after:
+            return waiter, bell
+        above = {p for w in waiters if w.ticket != waiter.ticket and w.rank < waiter.rank for p in w.reserved}
+        reserved = self._reserve(k, busy - set(waiter.reserved), above)
+        if reserved != waiter.reserved:
+            waiter = replace(waiter, reserved=reserved)
+            self._board.write(waiter)
+        return waiter, bell
+
+    def _await_takeover(self, previous: list[Holder]) -> None:
+        """Wait for the dead holders' pids to be gone, then drop their records."""
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        for holder in {h.pid: h for h in previous}.values():
+            if holder.pid == os.getpid():
+                continue
+            if not holder.is_local():
+                time.sleep(FOREIGN_TAKEOVER_GRACE)  # its exit cannot be watched from here
+                continue
+            while holder.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.005)
+        for holder in previous:
+            self._records.remove(holder.lease_id)
+
+    def _timeout_error(self, k: int, reserved: tuple[int, ...], waited: float) -> LeaseTimeout:
+        topo = self.topology
+        wanted = reserved or topo.physical_cores(topo.cores)
+        holders = list({h.lease_id: h for h in self.holders(wanted).values()}.values())
+        pool = format_coreset(topo.cores)
+        parts = []
+        for h in holders:
+            text = f"cores {format_coreset(h.cores)} held by {h.describe()}"
+            if h.lease_id in self._survivors:
+                users = ", ".join(describe_process(pid) for pid in self._survivors[h.lease_id][:3])
+                text = (
+                    f"cores {format_coreset(h.cores)} of a lease whose holder pid {h.pid} is gone are still "
+                    f"used by {users} (started under that lease; end them to free the cores)"
+                )
+            parts.append(text)
+        named = (
+            "; ".join(parts)
+            or "no holder is recorded (the cores may be reserved for bigger or older waiters)"
+        )
+        return LeaseTimeout(
+            f"gave up after {waited:.1f}s waiting for {k} core{'s' if k != 1 else ''} "
+            f"of pool {pool} ({topo.source}): {named}",
+            holders,
+        )
+
+    def release(self, lease: Lease) -> None:
+        """Give the cores back: remove the record first, then unlock.
+
+        When a descendant of this process still carries the lease (a test's
+        subprocess left running), the lease lingers instead: cores locked,
+        record kept, ``lease.lingering`` naming the pids; a later call to
+        :meth:`acquire` or :meth:`release` hands it back once they have exited.
+        """
+        if lease.released:
+            return
+        self._settle_lingering()
+        survivors = self._descendants_carrying(lease.lease_id)
+        if survivors:
+            lease.lingering = tuple(survivors)
+            self._lingering[lease.lease_id] = lease
+            return
+        self._hand_back(lease)
+
+    def _hand_back(self, lease: Lease) -> None:
+        lease.released = True
+        self._lingering.pop(lease.lease_id, None)
+        try:
+            self._records.remove(lease.lease_id)
+        finally:
+            with self._mutex:
+                self._held.difference_update(lease.physical)
+                self._unlock(lease.physical)
+        self._wake_waiters()
+
+    def _settle_lingering(self) -> None:
+        for lease in list(self._lingering.values()):
+            survivors = self._descendants_carrying(lease.lease_id)
+            if survivors:
+                lease.lingering = tuple(survivors)
+            else:
+                lease.lingering = ()
+                self._hand_back(lease)
+
+    def lingering(self) -> list[Lease]:
+        """Leases released while a descendant still used them, not yet handed back."""
+        self._settle_lingering()
+        return list(self._lingering.values())
+
+    @staticmethod
+    def _descendants_carrying(lease_id: str) -> list[int]:
+        mine = descendants(os.getpid())
+        if not mine:
+            return []
+        found = lease_carriers({lease_id}, pids=[p for p in mine if not proc_state(p).zombie])
+        return found.get(lease_id, [])
+
+    def _wake_waiters(self) -> None:
+        """Ring the doorbells of the waiters the freed cores can serve now, in their order."""
+        if not self._has_waiters():
+            return
+        waiters = self._board.read()
+        known = set(self._all_physical)
+        for waiter in waiters:
+            known.update(p for window in waiter.windows for p in window)
+        recorded = {p for h in self._records.scan().values() for p in h.physical}
+        self._board.ring(served_first(known - recorded, waiters))
+
+
+__all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]

@@ -1,0 +1,224 @@
+"""Starting pytest-neuron in a process: its plan, its role, and the plugins that role needs.
+
+Roles: ``worker`` (an xdist worker: its plan comes from the controller),
+``controller`` (an xdist controller: reserves the run's cores in worker
+scope, holds none in test scope), ``single`` (pytest without distribution:
+one process leases for the run).  A process's context is created once its
+role is certain: in ``pytest_load_initial_conftests`` for a worker and for a
+run that cannot distribute, else in ``pytest_configure`` (``-n auto`` is
+resolved only then).
+
+Which plugins are registered (each only when it has work):
+
+=================  ============================================================
+no pool            ``NoCores`` (or ``NoCoresRequired``): one collection hook
+controller         ``XdistHooks`` (always, with xdist), ``Records`` in test scope
+single, worker     ``Collection``; ``TestLeases`` in test scope; ``MarkedTests``
+                   once a collected test asks for cores; ``NoSlice`` /
+                   ``RunWithoutCores`` when the slice could not be had;
+                   ``Records`` in a single test-scope run
+any, with a pool   ``TracePlugin`` with ``--neuron-trace``
+=================  ============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
+from .context import NeuronContext, Role
+from .keys import CONTEXT_KEY, INHERITED_KEY, PLAN_KEY
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def early_cmdline(config: pytest.Config) -> Callable[[str], Any]:
+    """Command-line values before pytest's full parse.
+
+    ``pytest_load_initial_conftests`` runs before ``config.option`` is
+    filled; pytest's ``known_args_namespace`` holds the values then.  This is
+    the one place that reads it; tests/test_plugin.py fails loudly if it
+    disappears.
+    """
+    namespace = config.known_args_namespace
+    return lambda dest: getattr(namespace, dest, None)
+
+
+def _ini(config: pytest.Config) -> Callable[[str], str | None]:
+    from .options import read_ini
+
+    return lambda key: read_ini(config, key)
+
+
+def _option(config: pytest.Config, early: bool) -> Callable[[str], Any]:
+    return early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
+
+
+def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
+    """The run's plan, built once per config (a usage error for bad input)."""
+    if PLAN_KEY in config.stash:
+        return config.stash[PLAN_KEY]
+    inherited = os.environ.pop(PLAN_ENV, None)
+    try:
+        if inherited is not None:
+            plan = plan_from_json(inherited)
+        else:
+            plan = build_plan(_option(config, early), _ini(config), os.environ)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[PLAN_KEY] = plan
+    config.stash[INHERITED_KEY] = inherited is not None
+    return plan
+
+
+def _distributing_early(option: Callable[[str], Any]) -> bool | None:
+    """Whether xdist will distribute this run: True, False, or None when not yet known."""
+    numprocesses, tx = option("numprocesses"), option("tx")
+    if not numprocesses and not tx:
+        return False
+    if numprocesses in ("auto", "logical"):
+        return None
+    return True
+
+
+INFO_ONLY = ("help", "version", "markers", "showfixtures", "show_fixtures_per_test", "collectonly")
+
+
+def runs_tests(option: Callable[[str], Any]) -> bool:
+    """False for --help, --markers, --fixtures, --collect-only and the like.
+
+    They run no test, and must not wait for cores a busy host may not free for minutes.
+    """
+    return not any(option(dest) for dest in INFO_ONLY)
+
+
+def _role(config: pytest.Config, early: bool) -> Role | None:
+    if config.stash[INHERITED_KEY]:
+        return "worker"
+    if not config.pluginmanager.hasplugin("xdist"):
+        return "single"
+    if early:
+        distributing = _distributing_early(early_cmdline(config))
+        return None if distributing is None else ("controller" if distributing else "single")
+    from .xdist import distributing as xdist_distributing
+
+    return "controller" if xdist_distributing(config) else "single"
+
+
+def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
+    """This process's context, created once its role is certain; leases the slice in worker scope."""
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is not None:
+        return context
+    plan = plan_for(config, early=early)
+    role = _role(config, early)
+    if role is None:
+        return None  # -n auto: decided in pytest_configure
+    context = config.stash[CONTEXT_KEY] = NeuronContext(config, plan, role)
+    if plan.topology is None:
+        from .no_pool import NoCores, NoCoresRequired
+
+        require = plan.settings["require"]
+        config.pluginmanager.register(
+            NoCoresRequired(require.source) if require.value else NoCores(), "neuron-no-pool"
+        )
+        return context
+    from ..locks.lockdir import LockDirError
+
+    try:
+        context.manager.prepare()
+    except LockDirError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if role == "worker":
+        from ..host.watchdog import watch_parent
+
+        watch_parent()
+    if role != "controller" and plan.scope == "worker" and runs_tests(_option(config, early)):
+        if context.lazy:
+            pass  # nested in a lease: the first test that asks for cores leases (plugins/marked.py)
+        else:
+            context.lease_process_slice()
+    if role != "controller" and plan.scope == "test":
+        from .test_scope import TestLeases
+
+        # registered before conftests, so their own protocol wrappers run inside its lease
+        config.pluginmanager.register(TestLeases(context), "neuron-test-scope")
+    return context
+
+
+def configure(config: pytest.Config) -> NeuronContext:
+    """Once the role is known: per-test defaults, worker counts, and this role's plugins."""
+    context = start(config, early=False)
+    assert context is not None
+    try:
+        context.resolve_test_defaults()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    plan, pm = context.plan, config.pluginmanager
+    if plan.topology is None:
+        return context
+    from ..host.reaper import end_trees_on_signal
+
+    end_trees_on_signal()  # SIGTERM/SIGINT (a cancelled CI job) end the tests' process trees first
+    if context.role == "controller":
+        _check_workers(context)
+        if plan.scope == "test":
+            from .reporting import Records
+            from .xdist import hand_out_one_at_a_time
+
+            pm.register(Records(), "neuron-records")
+            hand_out_one_at_a_time(config)
+    else:
+        from .collection import Collection
+
+        pm.register(Collection(context), "neuron-collection")
+        if plan.scope == "test":
+            from .reporting import Records
+
+            if context.role == "single":
+                pm.register(Records(), "neuron-records")
+        elif context.state.error is not None:
+            from .worker_scope import NoSlice, RunWithoutCores
+
+            failed = RunWithoutCores if context.role == "single" else NoSlice
+            pm.register(failed(context.state.error), "neuron-no-slice")
+        elif context.state.lease is not None:
+            context.export(context.default_env())
+        elif context.lazy:
+            from .marked import MarkedTests
+
+            # registered up front: a nested run's first test that asks for cores leases the slice
+            pm.register(MarkedTests(context), "neuron-marked")
+    if plan.value("trace"):
+        from .tracing import TracePlugin
+
+        pm.register(TracePlugin(context), "neuron-trace")
+    from .reporting import report_overrides
+
+    report_overrides(context)
+    return context
+
+
+def _check_workers(context: NeuronContext) -> None:
+    from ..core.coreset import format_coreset
+
+    workers = len(context.config.getoption("tx", None) or [])
+    plan = context.plan
+    topo = plan.topology
+    if not workers or topo is None:
+        return
+    plan = context.plan = plan.with_workers(workers)
+    if plan.scope != "worker" or plan.slice_size is None or context.lazy:
+        return  # a nested run leases lazily: only a test that asks for cores needs a slice
+    size = plan.slice_size
+    fit = plan.slices_that_fit(size)
+    if workers > fit:
+        raise pytest.UsageError(
+            f"{workers} workers need {workers} slices of {size} core{'s' if size != 1 else ''}, but pool "
+            f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto)"
+            + (", or a smaller --neuron-cores-per-worker" if size > 1 else "")
+        )

@@ -1,0 +1,357 @@
+"""One process's pytest-neuron state: its plan, role, leases and the environment it exported.
+
+Not a plugin: the per-concern plugins in this folder share it through
+``config.stash[CONTEXT_KEY]``.  Ordering, which the runtime's habits dictate:
+
+* In **worker scope** a process (an xdist worker, or pytest itself without
+  xdist) leases its slice in ``pytest_load_initial_conftests`` and exports
+  ``NEURON_RT_VISIBLE_CORES`` before any conftest or test module is imported,
+  since the runtime reads it once, when it initialises.  Under xdist the
+  controller first reserves the whole run's cores in one request (see
+  plugins/xdist.py); each worker then leases its own slice of that
+  reservation in the reservation's nested lock domain, so no run ever holds
+  part of its cores while it waits for the rest.
+* In **test scope** each test leases its window (plugins/test_scope.py).
+* A lease is released only when no Neuron device is open in this process:
+  a runtime initialised in-process pins its cores until the process exits.
+* What the plugin exported is remembered; a conftest, fixture or test that
+  changes it afterwards is reported once (:meth:`NeuronContext.check_overrides`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..core.coreset import CoreSetError, format_coreset, parse_coreset
+from ..core.runtime_env import PORT_VARS, VISIBLE, lease_env, neuron_environ, settings_env
+from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from ..core.waiting import FIRST_NOTICE, REPEAT_NOTICE, HolderView, gave_up_message, waiting_line
+from ..host.envpatch import EnvPatch
+from ..host.procinfo import open_devices
+from ..locks.handoff import handoff_value
+from .options import read_ini
+from .state import NeuronCores, ProcessState
+from .terminal import write_now
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    import pytest
+
+    from ..core.need import Need
+    from ..core.plan import RunPlan
+    from ..locks.holders import Holder
+    from ..locks.lease import Lease, LeaseManager
+
+Role = Literal["single", "controller", "worker"]
+
+DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
+LNC_VAR = "NEURON_LOGICAL_NC_CONFIG"
+NUM_CORES_VAR = "NEURON_RT_NUM_CORES"
+WATCHED = (VISIBLE, NUM_CORES_VAR, LNC_VAR)  # what decides which cores a runtime takes
+
+
+def holder_views(holders: Iterable[Holder]) -> list[HolderView]:
+    """One view per lease among ``holders`` (records of the cores of one lease are merged)."""
+    by_lease: dict[str, list[Holder]] = {}
+    for holder in holders:
+        by_lease.setdefault(holder.lease_id, []).append(holder)
+    views = []
+    for records in by_lease.values():
+        h = records[0]
+        cores = sorted({c for r in records for c in (r.cores or ())})
+        views.append(
+            HolderView(
+                cores=format_coreset(cores) if cores else "?",
+                pid=h.pid,
+                user=h.user,
+                host=h.host,
+                command=h.command[:200],
+                what=h.test or h.worker,
+                since=h.since,
+            )
+        )
+    return sorted(views, key=lambda v: v.since)
+
+
+class WaitNotice:
+    """Called by a waiting lease on every wake-up: prints the waiting line when it is due.
+
+    Returns False (never cancels the wait).
+    """
+
+    def __init__(self, context: NeuronContext, who: str, k: int, timeout: float) -> None:
+        self.context, self.who, self.k, self.timeout = context, who, k, timeout
+        self.start = time.monotonic()
+        self.next_notice = self.start + FIRST_NOTICE
+        self.holders: list[HolderView] = []
+
+    def current_holders(self) -> list[HolderView]:
+        manager = self.context.manager
+        topo = manager.topology
+        self.holders = holder_views(manager.holders(topo.physical_cores(topo.cores)).values())
+        return self.holders
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next_notice:
+            self.next_notice = now + REPEAT_NOTICE
+            waited = now - self.start
+            line = waiting_line(self.who, self.k, waited, self.timeout - waited, self.current_holders())
+            write_now(self.context.config, line)
+        return False
+
+
+class NeuronContext:
+    """Holds one process's plan, leases and exported environment."""
+
+    def __init__(self, config: pytest.Config, plan: RunPlan, role: Role) -> None:
+        self.config = config
+        self.plan = plan  # kept in config.stash too: one plan per config, always the current one
+        self.role: Role = role
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER") if role == "worker" else None
+        self.state = ProcessState()
+        self._manager: LeaseManager | None = None
+        self.test_defaults: dict[str, Resolved[Any]] = {}
+        self.device_prefix = os.environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
+        self.pinned_message: str | None = None
+        self.pinned_by: str | None = None
+        self.trace: Any = None
+        self.exported: dict[str, str | None] = {}
+        self.overrides: dict[str, tuple[str | None, str | None]] = {}
+        self.gave_up: str | None = None  # test scope: the first wait that timed out in this process
+        # A run nested in a lease (a pytester run, a pytest started by a test) leases only when a
+        # test asks for cores: its parent's cores are its process tree's already, a config that
+        # runs no test must not take them from a sibling, and more workers than cores is fine.
+        # (A worker of a run's reservation is not nested: the controller assigned its slice.)
+        self.lazy = plan.handoff is not None and plan.run_pool is None and plan.scope == "worker"
+
+    @property
+    def plan(self) -> RunPlan:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: RunPlan) -> None:
+        from .keys import PLAN_KEY
+
+        self._plan = self.config.stash[PLAN_KEY] = plan
+
+    @property
+    def manager(self) -> LeaseManager:
+        """This process's lease manager, created on first use (it imports filelock)."""
+        if self._manager is None:
+            from ..locks.lease import LeaseManager
+
+            topo = self.plan.topology
+            assert topo is not None, "no pool: nothing to lease"
+            self._manager = LeaseManager(
+                self.plan.lock_root, topo, source=self.plan.lock_source, command=self.plan.command
+            )
+        return self._manager
+
+    @property
+    def pool_text(self) -> str:
+        topo = self.plan.topology
+        return "none" if topo is None else f"{format_coreset(topo.cores)} ({topo.source})"
+
+    @property
+    def who(self) -> str:
+        return self.worker or "this run"
+
+    # -- leasing with visible waits ----------------------------------------------------------
+    def acquire(self, k: int, *, who: str, worker: str | None, test: str | None) -> Lease:
+        """Lease ``k`` cores, printing a waiting line when the wait lasts; raises LeaseWaitFailed."""
+        from ..locks.lease import LeaseError, LeaseTimeout, LockDirError
+
+        timeout = float(self.plan.value("wait_timeout"))
+        notice = WaitNotice(self, who, k, timeout)
+        try:
+            return self.manager.acquire(k, timeout=timeout, worker=worker, test=test, cancel=notice)
+        except LeaseTimeout:
+            holders = notice.current_holders()
+            raise LeaseWaitFailed(
+                gave_up_message(who, k, time.monotonic() - notice.start, holders, self.pool_text),
+                notice.start,
+                k,
+            ) from None
+        except LeaseError as exc:  # this request can never fit the pool; others may
+            message = f"pytest-neuron: {who} got no cores: {exc}"
+            raise LeaseWaitFailed(message, notice.start, k, run_wide=False) from None
+        except LockDirError as exc:
+            raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}", notice.start, k) from None
+
+    # -- process-wide slice (worker scope) -------------------------------------------------
+    def lease_process_slice(self) -> None:
+        """Lease this process's slice and export it; never raises for a busy pool."""
+        topo = self.plan.topology
+        if topo is None or self.state.lease is not None or self.state.error is not None:
+            return  # one attempt per process: pytest_configure must not wait the whole bound again
+        size = self.plan.slice_size or self.plan.value("cores_per_worker") or topo.size
+        started = time.time()
+        try:
+            lease = self.acquire(size, who=self.who, worker=self.worker or "pytest", test=None)
+        except LeaseWaitFailed as exc:
+            self.state.error = str(exc)
+            self.state.failed_wait = (started, time.time(), size)
+            return
+        self.state.lease = lease
+        self.export(self.lease_env(lease))
+
+    def export(self, env: Mapping[str, str | None]) -> None:
+        """Set ``env`` for the rest of the process (restored at unconfigure) and remember it."""
+        self.state.patches.append(EnvPatch(env).apply())
+        self.exported.update(env)
+
+    def lease_env(self, lease: Lease) -> dict[str, str | None]:
+        return lease_env(
+            lease.cores,
+            lease.physical[0],
+            port_base=int(self.plan.value("port_base")),
+            user_env=self.plan.user_env,
+            # the ports this plugin derived (not the user's): a nested run derives its own
+            handoff=handoff_value(
+                lease.domain,
+                lease.cores,
+                plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
+                lease_id=lease.lease_id,  # lets a taker find this lease's processes (locks/lease.py)
+            ),
+        )
+
+    def release_process_slice(self) -> None:
+        while self.state.patches:
+            self.state.patches.pop().restore()
+        lease = self.state.lease
+        if lease is None:
+            return
+        self.state.lease = None
+        pinned = bool(open_devices(self.device_prefix))
+        if self.trace is not None:
+            self.trace.release(lease, pinned=pinned)
+        if pinned:
+            self.state.pinned.append(lease)  # the process exit releases it
+        else:
+            self.manager.release(lease)
+
+    # -- per-test settings -----------------------------------------------------------------
+    def resolve_test_defaults(self) -> None:
+        """Resolve the per-test settings once (command line > environment > ini > default).
+
+        Without a pool the plugin has nothing to do, and environment or ini
+        values meant for Neuron hosts must not break the run: only what was
+        typed on this command line is checked.
+        """
+        active = self.plan.topology is not None
+        for spec in TEST_SETTINGS:
+            cmdline = self.config.getoption(spec.dest)
+            ini = read_ini(self.config, spec.ini) if active else None
+            env = self.plan.user_env if active else {}
+            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini)
+
+    def in_effect(self, need: Need | None, name: str) -> object:
+        """A per-test setting: the marker's value (even 0 or False), else the resolved default."""
+        given = None if need is None else need.settings.get(name)
+        return given if given is not None else self.test_defaults[name].value
+
+    def default_env(self) -> dict[str, str | None]:
+        """The per-test settings' defaults as variables (exported once per process in worker scope)."""
+        return settings_env({s.name: self.test_defaults[s.name].value for s in TEST_SETTINGS}, RUNTIME_VARS)
+
+    def marker_env(self, need: Need) -> dict[str, str | None]:
+        """The variables a marked test's own settings change (nothing when it gave none)."""
+        return settings_env(dict(need.settings), RUNTIME_VARS) if need.settings else {}
+
+    def test_env(self, need: Need) -> dict[str, str | None]:
+        """Every per-test variable of ``need``: its marker's settings over the defaults."""
+        return settings_env({s.name: self.in_effect(need, s.name) for s in TEST_SETTINGS}, RUNTIME_VARS)
+
+    # -- overrides ---------------------------------------------------------------------------
+    def check_overrides(self) -> list[tuple[str, str]]:
+        """New changes to the variables that decide which cores a runtime takes: (variable, warning text).
+
+        The plugin's value of each watched variable is what it exported, or
+        what the environment held when pytest started.  Each variable is
+        reported once per process.
+        """
+        if self.role == "controller" or self.plan.topology is None:
+            return []  # a controller runs no test: its workers get their variables from it
+        if self.state.lease is None and self.plan.scope == "worker":
+            return []
+        found: list[tuple[str, str]] = []
+        for var in WATCHED:
+            if var in self.overrides:
+                continue
+            expected = self.exported[var] if var in self.exported else self.plan.user_env.get(var)
+            actual = os.environ.get(var)
+            if actual != expected:
+                self.overrides[var] = (expected, actual)
+                found.append((var, override_text(var, expected, actual, self.worker)))
+        return found
+
+    def visible_in_effect(self, lease: Lease) -> tuple[tuple[int, ...], str]:
+        """The cores a runtime started now would take: the lease's, unless its variable was overridden."""
+        if VISIBLE in self.overrides:
+            value = os.environ.get(VISIBLE)
+            if value:
+                try:
+                    return tuple(sorted(parse_coreset(value, VISIBLE))), value
+                except CoreSetError:
+                    return (), value
+        return lease.cores, lease.visible_cores
+
+    # -- the fixture ------------------------------------------------------------------------
+    def cores_for(self, lease: Lease | None, wait: float) -> NeuronCores | None:
+        if lease is None:
+            return None
+        cores, visible = self.visible_in_effect(lease) if lease is self.state.lease else (lease.cores, None)
+        return NeuronCores(cores, visible or lease.visible_cores, neuron_environ(), wait)
+
+    def process_summary(self) -> dict[str, Any]:
+        lease = self.state.lease or (self.state.pinned[0] if self.state.pinned else None)
+        cores = None
+        if lease is not None:
+            cores = self.visible_in_effect(lease)[1] if lease is self.state.lease else lease.visible_cores
+        return {
+            "worker": self.worker,
+            "cores": cores,
+            "wait": round(lease.wait_seconds, 3) if lease is not None else self._failed_wait(),
+            "error": self.state.error,
+            "pinned": self.pinned_message,
+            "overrides": {k: list(v) for k, v in self.overrides.items()},
+        }
+
+    def _failed_wait(self) -> float | None:
+        failed = self.state.failed_wait
+        return None if failed is None else round(failed[1] - failed[0], 3)
+
+
+class LeaseWaitFailed(Exception):
+    """No cores: the bound passed, the lock directory failed, or the request can never fit.
+
+    ``str()`` is the one error.  ``run_wide``: every later request of this process would fail
+    the same way (a timeout, a lock-directory error), unlike a request the pool cannot hold.
+    """
+
+    def __init__(self, message: str, started: float, k: int, *, run_wide: bool = True) -> None:
+        super().__init__(message)
+        self.started = started
+        self.k = k
+        self.run_wide = run_wide
+
+
+OVERRIDE_REMEDY = (
+    "by a conftest, fixture or test). A runtime started after the change uses the new value, which this "
+    "run's lease does not cover, so it may collide with other runs; remove the assignment and read the "
+    "cores from the neuron_cores fixture or the environment pytest-neuron sets"
+)
+
+
+def override_text(var: str, expected: str | None, actual: str | None, worker: str | None) -> str:
+    where = f" in {worker}" if worker else ""
+    shown = "unset" if actual is None else repr(actual)
+    plugin = "unset" if expected is None else repr(expected)
+    return (
+        f"{var} was changed{where} after pytest-neuron set it (it set {plugin}, now {shown}; "
+        + OVERRIDE_REMEDY
+    )

@@ -1,0 +1,19 @@
+"""Every stash key of pytest-neuron, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..core.need import Need
+    from ..core.plan import RunPlan
+    from .context import NeuronContext
+    from .state import TestCores
+
+PLAN_KEY: pytest.StashKey[RunPlan] = pytest.StashKey()  # config: the run's plan, built once
+INHERITED_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: the plan came from an xdist controller
+CONTEXT_KEY: pytest.StashKey[NeuronContext] = pytest.StashKey()  # config: this process's context
+NEED_KEY: pytest.StashKey[Need] = pytest.StashKey()  # item: what it asks for, decided at collection
+TEST_LEASE_KEY: pytest.StashKey[TestCores] = pytest.StashKey()  # item: its lease in test scope

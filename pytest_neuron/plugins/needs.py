@@ -1,0 +1,76 @@
+"""What an item asks for: the ``neuron`` marker and the ``neuron_cores`` fixture, read once per item."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ..core.need import UNMARKED, Need, classify
+from .keys import NEED_KEY
+
+if TYPE_CHECKING:
+    import pytest
+
+FIXTURE = "neuron_cores"
+MARKER = "neuron"
+
+
+class _Node(Protocol):  # what this module reads of a pytest node (pytest does not export Node)
+    @property
+    def own_markers(self) -> list[pytest.Mark]: ...
+
+    @property
+    def parent(self) -> _Node | None: ...
+
+
+class MarkedNodes:
+    """Whether a node or one of its parents carries a ``neuron`` mark, cached per parent.
+
+    Reads ``Node.own_markers`` (public): for the thousands of unmarked items of a suite this costs a
+    scan of an (almost always empty) list and one dict lookup, where ``get_closest_marker`` walks
+    every parent of every item.  Only an item found marked pays for ``get_closest_marker``.
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[int, bool] = {}
+
+    def _own(self, node: _Node) -> bool:
+        return any(mark.name == MARKER for mark in node.own_markers)
+
+    def _chain(self, node: _Node | None) -> bool:
+        if node is None:
+            return False
+        key = id(node)
+        known = self._parents.get(key)
+        if known is None:
+            known = self._parents[key] = self._own(node) or self._chain(node.parent)
+        return known
+
+    def marked(self, item: pytest.Item) -> bool:
+        return self._own(item) or self._chain(item.parent)
+
+
+def asks_for_cores(item: pytest.Item) -> bool:
+    return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
+
+
+def classify_item(item: pytest.Item, pool_size: int | None, marked: MarkedNodes | None = None) -> Need:
+    uses_fixture = FIXTURE in getattr(item, "fixturenames", ())
+    if marked is not None and not uses_fixture and not marked.marked(item):
+        return UNMARKED
+    marker = item.get_closest_marker(MARKER)
+    if marker is None and not uses_fixture:
+        return UNMARKED
+    return classify(
+        None if marker is None else (marker.args, marker.kwargs),
+        uses_fixture,
+        nodeid=item.nodeid,
+        pool_size=pool_size,
+    )
+
+
+def need_of(item: pytest.Item, pool_size: int | None) -> Need:
+    """The item's :class:`Need`; classified now if it never went through collection here."""
+    need = item.stash.get(NEED_KEY, None)
+    if need is None:
+        need = item.stash[NEED_KEY] = classify_item(item, pool_size)
+    return need
