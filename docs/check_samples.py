@@ -231,6 +231,9 @@ def normalise(text: str) -> list[str]:
         for pattern, replacement in patterns:
             line = pattern.sub(replacement, line)
         line = re.sub(r"(?<=\S) {2,}", " ", line)
+        if line.lstrip().startswith("cores per worker: "):  # which worker got which slice varies
+            head, _, rest = line.partition(": ")
+            line = f"{head}: {', '.join(sorted(rest.split(', ')))}"
         line = re.sub(r"^([=_-])\1+ (.*?) \1+$", r"\1\1 \2 \1\1", line)  # a rule's width follows its text
         out.append(line)
     # lines of xdist workers ([gw1] PASSED ...) and the ordering of parallel runs vary: sort each block
