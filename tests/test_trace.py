@@ -521,6 +521,10 @@ def run_traced(pytester: pytest.Pytester, *args: str) -> dict[str, Any]:
     assert trace_problems(doc) == []
     assert core_overlaps(doc) == []
     assert not (path.parent / "trace.json.parts").exists()
+    processes = {name for names in named(doc, "process_name").values() for name in names.values()}
+    assert (
+        "other runs" not in processes
+    )  # alone in its lock directory: its own reservation is not another run
     svg = svg_of(html_path(path).read_text())
     assert len([el for el in svg.iter(f"{SVG_NS}rect") if el.get("class") == "lane"]) == 4
     return doc

@@ -506,8 +506,8 @@ class OtherRuns:
             return
         for c in domain.cores:
             h, lane = c.holder, self.lane_of.get(c.core)
-            if h is None or c.state != HELD or lane is None:
-                continue
+            if h is None or c.state != HELD or lane is None or h.pid == os.getpid():
+                continue  # free, or this run's own (the xdist controller's reservation of the run)
             rec = self.seen.setdefault(
                 f"lease {h.lease_id}",
                 {
