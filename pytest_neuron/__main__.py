@@ -1,8 +1,9 @@
 """Command line of pytest-neuron (``python -m pytest_neuron`` or ``pytest-neuron``).
 
-``status [--lock-dir DIR] [--json]``
-    which NeuronCores of the host-wide lock directory are held, by whom, and
-    who waits for them; reads without taking any lock, safe during a run.
+``status [--lock-dir DIR] [--cores CORESET] [--json]``
+    which NeuronCores of the host-wide lock directory are held, by which run,
+    who waits for them, and which other processes have a Neuron device open;
+    reads without taking any lock, safe during a run.
 
 Exit status: 0 on success, 2 for a usage error or an unreadable lock directory.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
 from pytest_neuron import __version__
+from pytest_neuron.core.coreset import CoreSetError, parse_coreset
 from pytest_neuron.locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
-from pytest_neuron.status import StatusError, collect, render_text, resolve_lock_dir, to_json
+from pytest_neuron.status import StatusError, collect, resolve_lock_dir
+from pytest_neuron.status_view import render_text, to_json
 
 PROG = "pytest-neuron"
 
@@ -42,22 +46,38 @@ def _parser() -> argparse.ArgumentParser:
         help=f"lock directory to inspect (default: ${LOCK_DIR_ENV}, else {DEFAULT_LOCK_DIR}); "
         "pass the same directory as the run's --neuron-lock-dir or ini neuron_lock_dir",
     )
-    status.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    status.add_argument(
+        "--cores",
+        metavar="CORESET",
+        help="the pool to count free cores in, as physical cores, e.g. 0-31 (default: every core "
+        "neuron-ls or /dev/neuron* shows, else the cores the lock directory has seen); "
+        "pass a simulated run's --neuron-cores",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print one JSON document (schema_version 2) instead of a table"
+    )
     return parser
 
 
-def _status(lock_dir: str | None, as_json: bool) -> int:
+def _status(lock_dir: str | None, cores: str | None, as_json: bool) -> int:
+    pool = None
+    if cores is not None:
+        try:
+            pool = tuple(sorted(parse_coreset(cores, "--cores")))
+        except CoreSetError as exc:
+            print(f"{PROG} status: error: {exc}", file=sys.stderr)
+            return 2
     try:
         path, source = resolve_lock_dir(lock_dir, os.environ)
-        report = collect(path, source)
+        view = collect(path, source, pool=pool, pool_source=f"--cores={cores}")
     except StatusError as exc:
         print(f"{PROG} status: error: {exc}", file=sys.stderr)
         return 2
     now = time.time()
     if as_json:
-        sys.stdout.write(json.dumps(to_json(report, now), indent=2) + "\n")
+        sys.stdout.write(json.dumps(to_json(view, now), indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(report, now))
+        sys.stdout.write(render_text(view, now, width=shutil.get_terminal_size((80, 24)).columns))
     sys.stdout.flush()
     return 0
 
@@ -72,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return _status(args.lock_dir, args.json)
+        return _status(args.lock_dir, args.cores, args.json)
     except BrokenPipeError:  # e.g. piped into head: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

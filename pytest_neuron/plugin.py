@@ -64,6 +64,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     output = worker_output(session.config)
     if output is not None:
         output["neuron"] = context.process_summary()
+    if context.trace is not None and context.role != "worker":
+        from .host.procinfo import open_devices
+        from .plugins.trace import finish_run
+
+        finish_run(context.trace, context.state.lease, open_devices(context.device_prefix))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -75,6 +80,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     hooks = config.pluginmanager.get_plugin("neuron-xdist")
     lines = summary(context, getattr(hooks, "worker_summaries", {}), getattr(hooks, "notices", []))
     if lines:
+        terminalreporter.ensure_newline()  # else a pending progress line ends in a blank line under the rule
         terminalreporter.section("neuron")
         for line in lines:
             terminalreporter.write_line(line)

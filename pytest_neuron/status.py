@@ -1,29 +1,38 @@
-"""``pytest-neuron status``: which physical NeuronCores are held, and by whom.
+"""``pytest-neuron status``: which physical NeuronCores are held, by which run, and who waits.
 
-It reads a lock domain (see lockdir.py) *without taking any lock*, not even a
-probe flock, which would make a concurrent non-blocking acquire fail.  Whether
-a core is locked comes from ``/proc/locks``, matched by device and inode
-against ``cores/core-NNNN.lock``; who holds it from ``holders/core-NNNN.json``.
-``/proc/locks`` is read before and after the records: a holder writes its
-record only while locked, so a record seen between the two reads is never
-mistaken for a stale one because of a lease that began or ended meanwhile.
+It reads a lock domain (see locks/lockdir.py) *without taking any lock*, not
+even a probe flock, which would make a concurrent non-blocking acquire fail.
+Whether a core is locked comes from ``/proc/locks``, matched by device and
+inode against ``cores/core-NNNN.lock``; who holds it from the holder records
+(one per lease, ``holders/<lease id>.json``).  ``/proc/locks`` is read before
+and after the records: a holder writes its record only while locked, so a
+record seen between the two reads is never mistaken for a stale one because of
+a lease that began or ended meanwhile.
 
-The pure part (:func:`classify`, :func:`render_text`, :func:`to_json`) turns
-data into a table or a JSON document; :func:`collect` does the reading.
+This module only reads: :func:`read_report` gives the per-core state
+(:func:`classify`, :func:`lease_rows`), and :func:`collect` turns it, ``/proc``
+and ``neuron-ls`` into a :class:`~pytest_neuron.status_view.View` (one row per
+lease, the run of each, foreign holders, the pool), which status_view.py
+renders.  The record layout is known here alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import shutil
 import stat
-import time
-from dataclasses import asdict, dataclass, replace
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .core.cmdline import as_typed, path_dirs
 from .core.coreset import format_coreset
-from .host.procinfo import describe_process, is_running, lease_carriers
+from .host.detect import HOST_ROOT_ENV, NEURON_LS_ENV, NEURON_LS_TIMEOUT
+from .host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
 from .locks.holders import RECORD_NAME, Holder, read_record
 from .locks.lockdir import (
     DEFAULT_LOCK_DIR,
@@ -34,15 +43,35 @@ from .locks.lockdir import (
     read_proc_locks,
 )
 from .locks.waiters import read_waiters
+from .status_view import (
+    FREE,
+    HELD,
+    HELD_NO_RECORD,
+    STALE,
+    UNKNOWN_RUN,
+    ForeignHolder,
+    LeaseRow,
+    Run,
+    View,
+    WaitRow,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
-HELD, HELD_NO_RECORD, FREE, STALE = "held", "held (no record)", "free", "stale record"
+    from .core.topology import Host
+
+__all__ = ["FREE", "HELD", "HELD_NO_RECORD", "STALE", "StatusError", "collect", "resolve_lock_dir"]
+
+PROC = Path("/proc")
 MAX_NESTING = 16
+DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"  # as in the plugin: the fake runtime's device files
+#: the code an execnet (xdist) worker runs (``python -c CODE``): its run is its parent, the controller
+XDIST_WORKER_CODE = "import sys;exec(eval(sys.stdin.readline()))"
 
 _CORE_FILE = re.compile(r"core-(\d+)\.(lock|json)")
 _NESTED_DIR = re.compile(r"(\d+)-(\d+|None)")
+_DEVICE_INDEX = re.compile(r"(\d+)$")
 
 
 class StatusError(Exception):
@@ -158,132 +187,233 @@ def classify(
     return CoreStatus(core, state, holder, lock_pid, pid_gone if holder is not None else None)
 
 
-def format_age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{max(0.0, seconds):.1f}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+# -- from cores to leases (pure) ----------------------------------------------------------------------
+def _slices(worker: object) -> tuple[str, ...]:
+    """The worker slices a run-level reservation stands for.
 
+    ``worker`` of such a record is a list: ``[[0, 1], [2, 3]]`` or ``[{"worker": "gw0", "cores": [0, 1]}]``.
+    """
 
-def format_since(since: float, now: float) -> str:
-    """Local time of day, with the date when it was not today."""
-    then, today = time.localtime(since), time.localtime(now)
-    same_day = then[:3] == today[:3]
-    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", then)
-
-
-def _table(rows: list[list[str]], indent: str) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-def _state_text(c: CoreStatus) -> str:
-    if c.state != STALE:
-        return c.state
-    if c.survivors:
-        return f"{STALE} (pid gone, still used by pid {', '.join(map(str, c.survivors[:3]))})"
-    return STALE + {True: " (pid gone)", False: " (pid still running)", None: " (other host)"}[c.pid_gone]
-
-
-def _core_row(c: CoreStatus, now: float) -> list[str]:
-    h = c.holder
-    if h is None:
-        pid = "" if c.lock_pid is None else str(c.lock_pid or "?")
-        return [str(c.core), _state_text(c), pid, "", "", "", "", "", ""]
-    cells = [str(c.core), _state_text(c), str(h.pid), h.user, h.host, h.worker or "-"]
-    return [*cells, format_since(h.since, now), format_age(now - h.since), h.test or h.command[:80]]
-
-
-def _summary(domain: DomainStatus) -> str:
-    counts: dict[str, int] = {}
-    for c in domain.cores:
-        counts[c.state] = counts.get(c.state, 0) + 1
-    order = (HELD, HELD_NO_RECORD, STALE, FREE)
-    parts = [
-        f"{n} {state}{'s' if state == STALE and n > 1 else ''}" for state in order if (n := counts.get(state))
-    ]
-    return f"{len(domain.cores)} core{'s' if len(domain.cores) != 1 else ''}: " + (", ".join(parts) or "none")
-
-
-def _render_domain(domain: DomainStatus, now: float, indent: str) -> list[str]:
-    lines = [indent + _summary(domain)]
-    if domain.cores:
-        header = ["CORE", "STATE", "PID", "USER", "HOST", "WORKER", "SINCE", "AGE", "TEST"]
-        lines += _table([header] + [_core_row(c, now) for c in domain.cores], indent)
-    if domain.waiters:
-        lines.append(f"{indent}waiters, oldest ticket first:")
-        rows = [["PID", "WANTS", "RESERVED", "WAITING", "WHAT"]]
-        for w in domain.waiters:
-            reserved = format_coreset(w.reserved) if w.reserved else "-"
-            pid = str(w.pid) if w.alive else f"{w.pid} (gone)"
-            rows.append([pid, str(w.k), reserved, format_age(now - w.since), w.what])
-        lines += _table(rows, indent + "  ")
-    for sub in domain.nested:
-        alive = "running" if sub.owner_alive else "gone"
-        label = f"{indent}  nested domain of holder pid {sub.owner_pid} ({alive}), {sub.root}"
-        if sub.busy:
-            lines += [label + ":", *_render_domain(sub, now, indent + "    ")]
+    if not isinstance(worker, list):
+        return ()
+    out: list[str] = []
+    for item in worker:
+        if isinstance(item, dict):
+            cores = item.get("cores", item.get("physical", ()))
+            name = str(item.get("worker", item.get("name", "")))
+            shown = format_coreset(cores) if isinstance(cores, list) else str(cores)
+            out.append(f"{name} {shown}".strip())
+        elif isinstance(item, list):
+            out.append(format_coreset(item))
         else:
-            n = len(sub.cores)
-            lines.append(f"{label}: {n} core{'s' if n != 1 else ''}, all free" if n else f"{label}: no cores")
-    return lines
+            out.append(str(item))
+    return tuple(out)
 
 
-STALE_NOTE = (
-    "stale record: its holder no longer holds the core's lock (it exited without cleaning up); the next "
-    "lease waits for the processes started under that lease to exit (and, if the recorded pid still runs, "
-    "up to 10s for it), then takes the core over"
-)
+def _contiguous(cores: Iterable[int]) -> list[tuple[int, ...]]:
+    groups: list[list[int]] = []
+    for core in sorted(cores):
+        if groups and groups[-1][-1] == core - 1:
+            groups[-1].append(core)
+        else:
+            groups.append([core])
+    return [tuple(g) for g in groups]
 
 
-def render_text(report: Report, now: float) -> str:
-    where = f"lock directory {report.lock_dir} (from {report.source})"
-    if report.domain is None or not report.domain.used:
-        return f"no run has used {where} yet\n"
-    lines = [where]
-    if report.locks_note:
-        lines.append(report.locks_note)
-    if report.domain.alloc_holder:
-        lines.append(f"alloc.lock is held by {report.domain.alloc_holder}")
-    lines += _render_domain(report.domain, now, "")
-    if report.domain.has_stale:
-        lines.append(STALE_NOTE)
-    return "\n".join(lines) + "\n"
+def view_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[LeaseRow]:
+    """One row per lease: cores with one record (same lease id and state) together, cores locked
+    without a record by locking pid and contiguous range.  ``run_of``: pid -> run id."""
+    by_lease: dict[tuple[str, str, int], list[CoreStatus]] = {}
+    no_record: dict[int, list[int]] = {}
+    for c in cores:
+        if c.state == FREE:
+            continue
+        if c.holder is None:
+            no_record.setdefault(c.lock_pid or 0, []).append(c.core)
+        else:
+            by_lease.setdefault((c.holder.lease_id, c.state, c.holder.pid), []).append(c)
+    rows: list[LeaseRow] = []
+    for (_, state, pid), group in by_lease.items():
+        h = group[0].holder
+        assert h is not None
+        worker = h.worker if isinstance(h.worker, str) else None
+        run = str(getattr(h, "run", None) or getattr(h, "run_id", None) or run_of.get(pid, UNKNOWN_RUN))
+        rows.append(
+            LeaseRow(
+                cores=tuple(sorted(c.core for c in group)),
+                state=state,
+                pid=pid,
+                run=UNKNOWN_RUN if state == STALE else run,
+                user=h.user,
+                host=h.host,
+                worker=worker,
+                test=h.test,
+                slices=_slices(h.worker),
+                command=h.command,
+                since=h.since,
+                lease_id=h.lease_id,
+                logical=tuple(h.cores),
+                pid_gone=group[0].pid_gone,
+                survivors=group[0].survivors,
+            )
+        )
+    for pid, physical in no_record.items():
+        run = run_of.get(pid, UNKNOWN_RUN) if pid else UNKNOWN_RUN
+        rows += [
+            LeaseRow(cores=group, state=HELD_NO_RECORD, pid=pid or None, run=run)
+            for group in _contiguous(physical)
+        ]
+    rows.sort(key=lambda r: r.cores)
+    return rows
 
 
-def _domain_json(domain: DomainStatus | None, now: float) -> dict[str, Any]:
-    if domain is None:
-        return {"cores": [], "waiters": [], "nested": []}
-    cores = [asdict(c) for c in domain.cores]  # holder: the record, or None
-    waiters = [{**asdict(w), "waiting_seconds": round(now - w.since, 3)} for w in domain.waiters]
-    nested = [
-        {
-            "lock_dir": str(n.root),
-            "holder_pid": n.owner_pid,
-            "holder_start": n.owner_start,
-            "holder_alive": n.owner_alive,
-            **_domain_json(n, now),
-        }
-        for n in domain.nested
-    ]
-    return {"cores": cores, "waiters": waiters, "nested": nested}
+# -- processes (reads /proc, never signals) -----------------------------------------------------------
+def _cmdline(pid: int, proc: Path = PROC) -> list[str]:
+    try:
+        raw = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def to_json(report: Report, now: float) -> dict[str, Any]:
-    return {
-        "lock_dir": str(report.lock_dir),
-        "source": report.source,
-        "exists": report.domain is not None,
-        "locks": "records only" if report.locks_note else str(PROC_LOCKS),
-        **_domain_json(report.domain, now),
-    }
+def _user_of(pid: int, proc: Path = PROC) -> str:
+    try:
+        uid = os.stat(proc / str(pid)).st_uid
+    except OSError:
+        return ""
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def run_pid(pid: int) -> int:
+    """The process whose run ``pid`` is part of: an xdist worker's controller, else itself."""
+    argv = _cmdline(pid)
+    if XDIST_WORKER_CODE in argv[2:] and argv[argv.index(XDIST_WORKER_CODE) - 1] == "-c":
+        parent = proc_state(pid).ppid
+        if parent:
+            return parent
+    return pid
+
+
+def _local_run(pid: int, here: str, command: str | None = None, user: str | None = None) -> Run:
+    """The run of local ``pid``; a holder record's command is its run's (a worker's: its controller's)."""
+    top = run_pid(pid)
+    shown = command or as_typed(_cmdline(top), path_dirs())
+    who = (user if user and top == pid else _user_of(top)) or user or ""
+    return Run(f"{here}:{top}", top, here, who, shown)
+
+
+# -- foreign holders ----------------------------------------------------------------------------------
+def _device_cores(host: Host | None, device: int) -> tuple[int, ...] | None:
+    if host is None:
+        return None
+    cores = {p for core, dev in host.device_of.items() if dev == device for p in host.physical.get(core, ())}
+    return tuple(sorted(cores)) or None
+
+
+def foreign_from_neuron_ls(data: object, host: Host | None) -> list[ForeignHolder] | None:
+    """``neuron_processes`` of each device in ``neuron-ls --json-output``; ``None`` when it lists none."""
+    if not isinstance(data, list) or not any(isinstance(e, dict) and "neuron_processes" in e for e in data):
+        return None
+    found: dict[int, ForeignHolder] = {}
+    for entry in data:
+        if not isinstance(entry, dict) or not isinstance(entry.get("neuron_processes"), list):
+            continue
+        device = entry.get("neuron_device")
+        for proc in entry["neuron_processes"]:
+            if not isinstance(proc, dict) or not isinstance(proc.get("pid"), int):
+                continue
+            pid = proc["pid"]
+            name = f"neuron{device}"
+            cores = _device_cores(host, device) if isinstance(device, int) else None
+            old = found.get(pid)
+            if old is not None:
+                merged = None if old.cores is None or cores is None else tuple(sorted({*old.cores, *cores}))
+                found[pid] = replace(old, devices=(*old.devices, name), cores=merged)
+            else:
+                command = str(proc.get("command") or "") or as_typed(_cmdline(pid), path_dirs())
+                found[pid] = ForeignHolder(pid, _user_of(pid), command, (name,), cores, "neuron-ls")
+    return list(found.values())
+
+
+def foreign_from_proc(prefix: str, host: Host | None, proc: Path = PROC) -> list[ForeignHolder]:
+    """Processes with a file under ``prefix`` (``/dev/neuron``) open, from ``/proc/*/fd``."""
+    found: list[ForeignHolder] = []
+    me = os.getpid()
+    for name in _safe_listdir(proc):
+        if not name.isdigit() or int(name) == me:
+            continue
+        devices: set[str] = set()
+        for fd in _safe_listdir(proc / name / "fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(proc / name / "fd" / fd)
+                if target.startswith(prefix) and _DEVICE_INDEX.search(target[len(prefix) :] or "x"):
+                    devices.add(target)
+        if not devices:
+            continue
+        indices = [int(m.group(1)) for d in devices if (m := _DEVICE_INDEX.search(d))]
+        per_device = [_device_cores(host, i) for i in indices]
+        cores = (
+            None
+            if any(c is None for c in per_device)
+            else tuple(sorted({p for c in per_device if c for p in c}))
+        )
+        pid = int(name)
+        command = as_typed(_cmdline(pid, proc), path_dirs())
+        found.append(
+            ForeignHolder(pid, _user_of(pid, proc), command, tuple(sorted(devices)), cores, "/proc/*/fd")
+        )
+    return found
+
+
+def _safe_listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def run_neuron_ls(env: Mapping[str, str]) -> object | None:
+    """The parsed output of ``neuron-ls --json-output`` (or ``$PYTEST_NEURON_NEURON_LS``); None on failure."""
+    argv = (
+        env[NEURON_LS_ENV].split() if env.get(NEURON_LS_ENV, "").strip() else ["neuron-ls", "--json-output"]
+    )
+    root = Path(env.get(HOST_ROOT_ENV, "/"))
+    executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if executable is None and os.sep not in argv[0]:
+        candidate = root / "opt/aws/neuron/bin" / argv[0]
+        executable = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+    if executable is None:
+        return None
+    try:
+        result = subprocess.run(
+            [executable, *argv[1:]],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=dict(env),
+            timeout=NEURON_LS_TIMEOUT,
+            check=False,
+        )
+        return json.loads(result.stdout) if result.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def find_host(env: Mapping[str, str]) -> tuple[Host | None, object | None]:
+    """This host's cores (neuron-ls, else /dev/neuron*) and neuron-ls's raw output."""
+    from .core.topology import TopologyError, host_from_neuron_ls
+    from .host.detect import detect_with_dev
+
+    data = run_neuron_ls(env)
+    if data is not None:
+        with contextlib.suppress(TopologyError):
+            return host_from_neuron_ls(json.dumps(data), env), data
+    return detect_with_dev(Path(env.get(HOST_ROOT_ENV, "/")), env), data
 
 
 # -- reading (no locks, no writes) -------------------------------------------------------------------------
@@ -411,7 +541,7 @@ def _build(raw: _Raw, table: LockTable | None, here: str) -> DomainStatus:
     return DomainStatus(raw.root, tuple(cores), raw.waiters, nested, alloc_holder=alloc_holder)
 
 
-def collect(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Report:
+def read_report(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Report:
     """The state of ``lock_dir`` and its nested domains; :class:`StatusError` if it is not a directory."""
     try:
         st = os.stat(lock_dir)
@@ -432,3 +562,151 @@ def collect(lock_dir: Path, source: str, *, proc_locks: Path = PROC_LOCKS) -> Re
             "(a core locked without a record shows as free)"
         )
     return Report(lock_dir, source, _build(raw, table, os.uname().nodename), note)  # as Holder.is_local
+
+
+# -- the view -----------------------------------------------------------------------------------------
+def _runs(domain: DomainStatus, here: str, runs: dict[str, Run], run_of: dict[int, str]) -> None:
+    """Fill ``runs`` and ``run_of`` (pid -> run id) for every process of ``domain`` and its nested ones."""
+    for c in domain.cores:
+        h = c.holder
+        if h is not None and c.state != STALE:
+            explicit = getattr(h, "run", None) or getattr(h, "run_id", None)
+            if h.host != here:
+                run = Run(str(explicit or f"{h.host}:{h.pid}"), h.pid, h.host, h.user, h.command)
+            else:
+                run = _local_run(h.pid, here, h.command, h.user)
+                run = replace(run, id=str(explicit)) if explicit else run
+            runs.setdefault(run.id, run)
+            run_of[h.pid] = run.id
+        elif h is None and c.lock_pid and c.lock_pid not in run_of:
+            run = _local_run(c.lock_pid, here)
+            runs.setdefault(run.id, run)
+            run_of[c.lock_pid] = run.id
+    for w in domain.waiters:
+        if w.alive and w.pid not in run_of:
+            run = _local_run(w.pid, here)
+            runs.setdefault(run.id, run)
+            run_of[w.pid] = run.id
+    for sub in domain.nested:
+        _runs(sub, here, runs, run_of)
+
+
+def _view(
+    domain: DomainStatus | None,
+    *,
+    lock_dir: str,
+    source: str,
+    pool: tuple[int, ...] | None,
+    pool_source: str,
+    runs: dict[str, Run],
+    run_of: dict[int, str],
+) -> View:
+    if domain is None:
+        return View(
+            lock_dir, source, False, pool or (), pool_source if pool else "nothing: no run has used it"
+        )
+    seen = tuple(c.core for c in domain.cores)
+    if pool is None:
+        pool, pool_source = seen, "the cores this lock directory has seen"
+    waiters = tuple(
+        WaitRow(
+            w.ticket,
+            w.pid,
+            w.k,
+            w.reserved,
+            w.since,
+            w.what,
+            w.alive,
+            run_of.get(w.pid, UNKNOWN_RUN) if w.alive else UNKNOWN_RUN,
+            _user_of(w.pid) if w.alive else "",
+        )
+        for w in domain.waiters
+    )
+    nested = tuple(
+        replace(
+            _view(
+                sub,
+                lock_dir=str(sub.root),
+                source="nested",
+                pool=None,
+                pool_source="",
+                runs=runs,
+                run_of=run_of,
+            ),
+            owner_pid=sub.owner_pid,
+            owner_alive=sub.owner_alive,
+        )
+        for sub in domain.nested
+    )
+    return View(
+        lock_dir,
+        source,
+        True,
+        tuple(sorted(pool)),
+        pool_source,
+        tuple(view_rows(domain.cores, run_of)),
+        waiters,
+        runs,
+        nested=nested,
+        alloc_holder=domain.alloc_holder,
+    )
+
+
+def _family(domain: DomainStatus | None, runs: Mapping[str, Run]) -> set[int]:
+    """Pids of every holder, waiter and run: their processes and children are no foreign holders."""
+    pids = {r.pid for r in runs.values() if r.pid}
+    stack = [domain] if domain is not None else []
+    while stack:
+        d = stack.pop()
+        pids.update(c.holder.pid for c in d.cores if c.holder is not None)
+        pids.update(c.lock_pid for c in d.cores if c.lock_pid)
+        pids.update(w.pid for w in d.waiters)
+        stack.extend(d.nested)
+    return pids
+
+
+def collect(
+    lock_dir: Path,
+    source: str,
+    *,
+    proc_locks: Path = PROC_LOCKS,
+    pool: tuple[int, ...] | None = None,
+    pool_source: str = "",
+    env: Mapping[str, str] | None = None,
+    detect: bool = True,
+) -> View:
+    """Everything status shows; ``pool`` given (``--cores``), else this host's cores, else the cores
+    the directory has seen.  ``detect=False``: no neuron-ls, no device scan."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    report = read_report(lock_dir, source, proc_locks=proc_locks)
+    domain, note = report.domain, report.locks_note
+    here = os.uname().nodename
+    runs: dict[str, Run] = {}
+    run_of: dict[int, str] = {}
+    if domain is not None:
+        _runs(domain, here, runs, run_of)
+    host, neuron_ls = find_host(environ) if detect else (None, None)
+    if pool is None and host is not None:
+        pool = tuple(sorted({p for cores in host.physical.values() for p in cores}))
+        pool_source = host.source
+    view = _view(
+        domain,
+        lock_dir=str(lock_dir),
+        source=source,
+        pool=pool,
+        pool_source=pool_source,
+        runs=runs,
+        run_of=run_of,
+    )
+    foreign: list[ForeignHolder] = []
+    if detect:
+        listed = foreign_from_neuron_ls(neuron_ls, host)
+        prefix = environ.get(DEVICE_PREFIX_ENV, "/dev/neuron")
+        candidates = listed if listed is not None else foreign_from_proc(prefix, host)
+        family = _family(domain, runs)
+        foreign = [
+            f
+            for f in candidates
+            if not any(pid in family for pid, _ in ancestors(f.pid)) and f.pid not in family
+        ]
+    return replace(view, foreign=tuple(foreign), locks_note=note)

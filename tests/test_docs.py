@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -344,3 +344,55 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "html" / "configuration.html").is_file()
+
+
+def test_option_placeholders_on_the_page_are_the_ones_of_pytest_help(help_text: str) -> None:
+    in_help = dict(re.findall(r"^  (--neuron-[\w-]+)=(\S+)", help_text, flags=re.MULTILINE))
+    rows = table_rows(section(CONFIGURATION, "Command-line options"))
+    documented = {m.group(1): m.group(2) for row in rows if (m := re.match(r"`(--[\w-]+)=([^`]+)`", row[0]))}
+    assert documented == in_help
+
+
+# -- sample outputs: docs/check_samples.py reruns them -----------------------------------------------
+def _check_samples() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_samples", DOCS / "check_samples.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_samples"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+CHECK = _check_samples()
+ALL_SAMPLES = [s for page in sorted(DOCS.glob("*.md")) for s in CHECK.samples(page)]
+
+
+def test_every_sample_says_how_it_was_made() -> None:
+    assert len(ALL_SAMPLES) > 30
+    vague = [s.name for s in ALL_SAMPLES if s.unchecked is None and s.command is None]
+    assert vague == [], "samples with neither `% sample: run CMD` nor `% sample: unchecked REASON`"
+    unchecked = [s for s in ALL_SAMPLES if s.unchecked is not None]
+    assert all(len(s.unchecked) > 10 for s in unchecked), "an unchecked sample must say why"
+    assert len(unchecked) < len(ALL_SAMPLES) / 2
+
+
+@pytest.mark.parametrize("sample", [s for s in ALL_SAMPLES if s.unchecked is None], ids=lambda s: s.name)
+def test_sample_output_matches_a_fresh_run(sample: Any) -> None:
+    problems = CHECK.check(sample)
+    assert problems == [], f"docs/{sample.name}: the sample no longer matches its command\n" + "\n".join(
+        problems
+    )
+
+
+def test_the_sample_check_finds_a_changed_line() -> None:
+    output = "==== neuron ====\ncores per worker: gw1 0-3, gw0 4-7\n3 passed in 1.23s\n"
+    assert CHECK.differences("cores per worker: gw0 0-3, gw1 4-7\n3 passed in 9.87s", output) == []
+    assert CHECK.differences("cores per worker: gw0 0-3\n", output) != []
+    assert CHECK.differences("3 passed in 1.2s\ncores per worker: gw0 0-3, gw1 4-7", output) != []  # order
+    assert CHECK.differences("4 passed in 1.23s", output) != []
+    table = "  0-7    held   30751  13:31:45  10.9s  pytest (the whole run)"
+    assert CHECK.differences(table, "  0-7  held  4795  09:03:52  5.0s  pytest (the whole run)") == []
+    assert CHECK.differences(table, "  0-3  held  4795  09:03:52  5.0s  pytest (the whole run)") != []

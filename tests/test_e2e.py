@@ -139,7 +139,9 @@ def test_2_test_scope_windows_of_1_to_32_cores_in_subprocesses(scenario: Scenari
     checkout = scenario.checkout("suite", {"test_windows.py": TEST_SCOPE_TESTS})
     result = scenario.run(checkout, "-n", "8", "--neuron-scope=test")
     assert_outcomes(result, passed=len(TEST_SCOPE_SIZES))
-    result.stdout.fnmatch_lines([f"{len(TEST_SCOPE_SIZES)} tests leased cores; total wait *s"])
+    result.stdout.fnmatch_lines(
+        [f"{len(TEST_SCOPE_SIZES)} tests leased cores; waited *s for cores over * lease requests"]
+    )
     recs = scenario.read_records()
     windows = [cores_of(rec["visible"]) for rec in recs]
     assert sorted(map(len, windows)) == sorted(TEST_SCOPE_SIZES), recs

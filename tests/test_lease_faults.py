@@ -33,7 +33,8 @@ from pytest_neuron.locks.holders import LIMITS, Holder, encode_holder, read_reco
 from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 from pytest_neuron.locks.lockdir import LockDirError, atomic_write
 from pytest_neuron.locks.waiters import WaiterBoard, new_ticket
-from pytest_neuron.status import HELD, STALE, collect, render_text, to_json
+from pytest_neuron.status import HELD, STALE, collect, read_report
+from pytest_neuron.status_view import render_text, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -76,7 +77,7 @@ def test_a_stopped_alloc_lock_holder_is_named_and_waited_for_at_most_the_bound(
         message = one_line(result_of(out)["message"])
         assert f"held by pid {pid} (stopped)" in message, message
         assert "mutex" in message  # its command line
-        report = render_text(collect(root, "test"), time.time())
+        report = render_text(collect(root, "test", detect=False), time.time())
         assert f"alloc.lock is held by pid {pid} (stopped)" in report, report
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -274,7 +275,7 @@ def test_a_planted_holder_record_is_ignored_by_lease_and_status(tmp_path: Path, 
     assert read_record(path) is None
     lease = mgr.acquire(4, timeout=0)
     mgr.release(lease)
-    report = collect(root, "test")
+    report = collect(root, "test", detect=False)
     text = json.dumps(to_json(report, time.time()), allow_nan=False)  # the bug: NaN / Infinity
     assert "00000000000000aa" not in text
     render_text(report, time.time())
@@ -327,7 +328,7 @@ def test_a_huge_test_id_still_leaves_a_record(tmp_path: Path, children: Children
     root = tmp_path / "locks"
     holder = children.start(*child_args("hold", root=root, pool="0-3", k=2, test="t" * 70_000))
     json.loads(read_line(holder, timeout=30))
-    domain = collect(root, "test").domain
+    domain = read_report(root, "test").domain
     assert domain is not None
     states = {c.core: c for c in domain.cores}
     assert states[0].state == HELD, states  # the bug: "held (no record)"
@@ -355,10 +356,10 @@ def test_status_and_lease_agree_on_a_record_naming_a_live_unrelated_pid(
         physical=(0, 1, 2, 3),
     )
     (root / "holders" / "00000000000000cc.json").write_bytes(encode_holder(planted))
-    domain = collect(root, "test").domain
+    domain = read_report(root, "test").domain
     assert domain is not None
     assert {c.state for c in domain.cores} == {STALE}
-    assert "takes the core over" in render_text(collect(root, "test"), time.time())
+    assert "takes the core over" in render_text(collect(root, "test", detect=False), time.time())
     monkeypatch.setattr(lease_module, "TAKEOVER_WAIT", 0.5)
     lease = mgr.acquire(4, timeout=0)  # the bug: it waited for the bystander and failed
     assert lease.physical == (0, 1, 2, 3)

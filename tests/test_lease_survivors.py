@@ -23,7 +23,7 @@ from pytest_neuron.core.coreset import parse_coreset
 from pytest_neuron.core.topology import identity_topology
 from pytest_neuron.host.procinfo import proc_state
 from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
-from pytest_neuron.status import STALE, collect
+from pytest_neuron.status import STALE, read_report
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,7 +88,7 @@ def test_a_killed_holders_subprocess_keeps_its_cores(
     assert f"still used by pid {started['child']}" in message, message
     assert "\n" not in message
     # status agrees: the record is stale, and names the process that still uses the cores
-    domain = collect(root, "test").domain
+    domain = read_report(root, "test").domain
     assert domain is not None
     assert {c.state for c in domain.cores} == {STALE}
     assert {c.survivors for c in domain.cores} == {(started["child"],)}

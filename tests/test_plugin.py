@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,18 @@ def test_help_shows_the_neuron_group_and_ini_keys(pytester: pytest.Pytester) -> 
     group = group[: group.index("\n\n")]
     assert all(option in group for option in options), group
     for ini in ["neuron_cores", *(spec.ini for spec in (*RUN_SETTINGS, *TEST_SETTINGS))]:
-        assert f"  {ini} (string):" in text, ini
+        kind = "bool" if ini in ("neuron_require", "neuron_validate_hash") else "string"
+        assert f"  {ini} ({kind}):" in text, ini
+    # choices as the placeholder, and every default written one way
+    assert "--neuron-scope={worker,test}" in group
+    assert "--neuron-order={biggest-first,collected}" in group
+    assert "--neuron-cores-per-worker=N" in group
+    assert "--neuron-trace=PATH" in group
+    flat = " ".join(group.split())
+    for spec in (*RUN_SETTINGS, *TEST_SETTINGS):
+        assert flat.count(f"[env {spec.env}] (default: ") == 1, spec.option
+    assert "(default)" not in flat
+    assert ", default" not in flat
 
 
 def test_markers_documents_neuron(pytester: pytest.Pytester) -> None:
@@ -280,7 +292,7 @@ def test_precedence_of_ini_environment_and_command_line(
     assert_outcomes(result, passed=1)
     result.stdout.fnmatch_lines(
         [
-            f"neuron: pool {pool}*; scope {scope}",
+            f"neuron: pool {pool}*; scope {scope}*",
             f"neuron: lock directory {ini_lock_dir} (ini neuron_lock_dir)",
         ]
     )
@@ -290,7 +302,10 @@ def test_precedence_of_ini_environment_and_command_line(
         source = "environment variable PYTEST_NEURON_SCOPE"
     else:
         source = "ini neuron_scope"
-    result.stdout.fnmatch_lines([f"neuron: scope = {scope!r} ({source})"])
+    result.stdout.fnmatch_lines([f"neuron: pool {pool}*; scope {scope} (from {source})"])
+    # the runtime settings are listed too, and the scope and lock directory are not repeated
+    result.stdout.fnmatch_lines([f"neuron: log_level {level} (from *)"])
+    assert not [line for line in result.outlines if line.startswith(("neuron: scope", "neuron: lock_dir"))]
     assert ini_lock_dir.is_dir()
 
 
@@ -330,7 +345,11 @@ def test_header_names_pool_source_scope_and_lock_dir(
     result = run(pytester, *(arg.format(lock_dir=lock_dir) for arg in args))
     assert_outcomes(result, passed=1)
     result.stdout.fnmatch_lines([line.format(lock_dir=lock_dir) for line in header])
-    summary = "this process held cores 0-3" if "worker" in header[0] else "1 test leased cores; total wait *s"
+    summary = (
+        "this process held cores 0-3"
+        if "worker" in header[0]
+        else "1 test leased cores; waited *s for cores over 1 lease request"
+    )
     result.stdout.fnmatch_lines(["*= neuron =*", summary])
 
 
@@ -718,7 +737,7 @@ def test_an_unmarked_test_in_test_scope_leases_one_core(pytester: pytest.Pyteste
     )
     result = run(pytester, "--neuron-cores=0-7", "--neuron-scope=test", f"--neuron-lock-dir={lock_dir}")
     assert_outcomes(result, passed=2)
-    result.stdout.fnmatch_lines(["2 tests leased cores; total wait *s"])
+    result.stdout.fnmatch_lines(["2 tests leased cores; waited *s for cores over * lease requests"])
 
 
 # -- a busy pool ---------------------------------------------------------------------------------
@@ -832,3 +851,16 @@ def test_warns_when_pytest_timeout_fires_before_the_runtime(
             f"test_warns_when_pytest_timeout_fires_before_the_runtime.py::{test}: pytest-timeout "
             f"({pytest_timeout}s) fires at or before NEURON_RT_EXEC_TIMEOUT ({exec_timeout}s)"
         ) in text, text
+
+
+# -- the neuron section of the terminal summary ----------------------------------------------------
+def test_neuron_section_layout_and_quiet_levels(pytester: pytest.Pytester, lock_dir: Path) -> None:
+    pytester.makepyfile("import pytest\n\n@pytest.mark.neuron(1)\ndef test_a(): pass\n")
+    common = ("--neuron-cores=0-3", f"--neuron-lock-dir={lock_dir}")
+    lines = run(pytester, *common).outlines
+    rule = next(i for i, line in enumerate(lines) if re.fullmatch(r"=+ neuron =+", line))
+    assert lines[rule + 1] == "this process held cores 0-3"  # no blank line under the rule
+    assert "this process held cores 0-3" in run(pytester, *common, "-q").outlines
+    quieter = run(pytester, *common, "-qq")
+    assert quieter.ret == pytest.ExitCode.OK
+    assert not [line for line in quieter.outlines if "neuron" in line or "held cores" in line]

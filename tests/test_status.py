@@ -1,7 +1,9 @@
-"""``pytest-neuron status`` against real leases held by real processes."""
+"""``pytest-neuron status`` against real leases held by real processes, real pytest runs and a
+foreign process holding a (fake) Neuron device; the pure view and its JSON schema."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,12 +25,19 @@ from pytest_neuron.status import (
     HELD,
     HELD_NO_RECORD,
     STALE,
-    Report,
     classify,
     collect,
+    resolve_lock_dir,
+)
+from pytest_neuron.status_view import (
+    SCHEMA_VERSION,
+    ForeignHolder,
+    LeaseRow,
+    Run,
+    View,
+    WaitRow,
     format_age,
     render_text,
-    resolve_lock_dir,
     to_json,
 )
 
@@ -114,7 +123,8 @@ def children() -> Iterator[list[Child]]:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+def root(tmp_path: Path, neuron_env: None) -> Path:
+    """A lock directory; host detection finds nothing (no neuron-ls, an empty host root)."""
     return tmp_path / "locks"
 
 
@@ -147,57 +157,102 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def table_rows(text: str, indent: str = "") -> dict[int, list[str]]:
-    """Rows of the core table at ``indent``, split on runs of two or more blanks."""
-    rows: dict[int, list[str]] = {}
+def lease_table(text: str, indent: str = "  ") -> dict[str, list[str]]:
+    """Rows of the lease tables at ``indent`` by their CORES cell, split on runs of two or more blanks."""
+    rows: dict[str, list[str]] = {}
     for line in text.splitlines():
-        if re.match(re.escape(indent) + r"\d+  ", line):
+        if re.match(re.escape(indent) + r"(\d[\d,-]*|wants \d+)  ", line):
             cells = re.split(r"\s{2,}", line.strip())
-            rows[int(cells[0])] = cells
+            rows[cells[0]] = cells
     return rows
 
 
-def test_held_and_free_cores(children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    child, info = hold(children, root)
+def coreset(cores: list[int]) -> str:
+    from pytest_neuron.core.coreset import format_coreset
+
+    return format_coreset(cores)
+
+
+def test_one_row_per_lease_and_free_cores_collapsed(
+    children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    child, info = hold(children, root, 4)
     code, out, err = status(capsys, "--lock-dir", str(root))
     assert (code, err) == (0, "")
-    assert f"lock directory {root} (from --lock-dir)" in out
-    assert "8 cores: 2 held, 6 free" in out
-    rows = table_rows(out)
-    assert sorted(rows) == list(range(8))
-    for core in range(8):
-        if core in info["physical"]:
-            state, pid, user, _host, worker, _since, age, test = rows[core][1:]
-            assert (state, pid, user, worker, test) == (HELD, str(child.pid), current_user(), "gw0", TEST_ID)
-            assert age.endswith("s")
-        else:
-            assert rows[core][1:] == [FREE]
+    lines = out.splitlines()
+    assert lines[0] == f"lock directory {root} (from --lock-dir)"
+    assert lines[1] == "pool 0-7 (8 cores) from the cores this lock directory has seen"
+    assert lines[2] == "4 held, 4 free; 1 run, 0 waiting requests"
+    held = coreset(info["physical"])
+    rows = lease_table(out)
+    assert list(rows) == [held]  # one row for the 4-core lease, not four
+    state, pid, _since, age, test = rows[held][1:]
+    assert (state, pid, test) == (HELD, str(child.pid), TEST_ID)
+    assert age.endswith("s")
+    free = sorted(set(range(8)) - set(info["physical"]))
+    assert f"free: {coreset(free)}" in lines
+    assert all(len(line) <= 80 for line in lines[1:])
+    # the totals are over the pool when one is given, not over the cores ever locked
+    _, out, _ = status(capsys, "--lock-dir", str(root), "--cores", "0-31")
+    assert "pool 0-31 (32 cores) from --cores=0-31\n4 held, 28 free;" in out
     assert child.stop() == 0
-    code, out, _ = status(capsys, "--lock-dir", str(root))
-    assert "8 cores: 8 free" in out
+    _, out, _ = status(capsys, "--lock-dir", str(root))
+    assert "4 held" not in out
+    assert "0 held, 8 free; 0 runs, 0 waiting requests" in out
+    assert "free: 0-7" in out.splitlines()
 
 
-def test_json_agrees_with_table(
+def test_json_schema_agrees_with_table(
     children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     child, info = hold(children, root)
     code, out, _ = status(capsys, "--lock-dir", str(root), "--json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["lock_dir"] == str(root)
-    assert doc["source"] == "--lock-dir"
-    assert doc["waiters"] == []
-    assert doc["nested"] == []
-    assert [c["core"] for c in doc["cores"]] == list(range(8))
-    for entry in doc["cores"]:
-        if entry["core"] in info["physical"]:
-            assert entry["state"] == HELD
-            assert entry["lock_pid"] == child.pid
-            holder = entry["holder"]
-            assert (holder["pid"], holder["worker"], holder["test"]) == (child.pid, "gw0", TEST_ID)
-            assert holder["physical"] == info["physical"]
-        else:
-            assert (entry["state"], entry["holder"]) == (FREE, None)
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert (doc["lock_dir"], doc["lock_dir_source"], doc["lock_dir_exists"]) == (
+        str(root),
+        "--lock-dir",
+        True,
+    )
+    assert doc["lock_state_source"] == "/proc/locks"
+    assert doc["pool"] == {
+        "cores": "0-7",
+        "core_list": list(range(8)),
+        "source": "the cores this lock directory has seen",
+    }
+    assert doc["totals"] == {
+        "pool_cores": 8,
+        "held": 2,
+        "held_without_record": 0,
+        "stale": 0,
+        "free": 6,
+        "held_outside_pool": 0,
+        "runs": 1,
+        "waiting_requests": 0,
+        "foreign_holders": 0,
+    }
+    (lease,) = doc["leases"]
+    assert lease["physical_cores"] == coreset(info["physical"])
+    assert lease["physical_core_list"] == info["physical"]
+    assert (lease["state"], lease["holder_pid"], lease["holder_exited"]) == (HELD, child.pid, False)
+    assert (lease["worker"], lease["test"], lease["user"]) == ("gw0", TEST_ID, current_user())
+    assert lease["run"] == f"{os.uname().nodename}:{child.pid}"
+    (run,) = doc["runs"]
+    assert (run["run"], run["pid"], run["leases"], run["waiting_requests"]) == (lease["run"], child.pid, 1, 0)
+    assert doc["waiting_requests"] == []
+    assert doc["nested_domains"] == []
+    assert doc["foreign_holders"] == []
+
+    # every key is a word or words, never a letter
+    def keys(node: object) -> set[str]:
+        if isinstance(node, dict):
+            return set(node) | {k for v in node.values() for k in keys(v)}
+        if isinstance(node, list):
+            return {k for v in node for k in keys(v)}
+        return set()
+
+    assert all(len(key) > 2 for key in keys(doc)), sorted(k for k in keys(doc) if len(k) <= 2)
 
 
 def test_subprocess_reads_lock_dir_from_environment(children: list[Child], root: Path) -> None:
@@ -206,9 +261,8 @@ def test_subprocess_reads_lock_dir_from_environment(children: list[Child], root:
     done = run_cli("status", env=env)
     assert (done.returncode, done.stderr) == (0, "")
     assert "(from environment variable PYTEST_NEURON_LOCK_DIR)" in done.stdout
-    rows = table_rows(done.stdout)
-    assert {core for core, row in rows.items() if row[1] == HELD} == set(info["physical"])
-    assert all(rows[core][2] == str(child.pid) for core in info["physical"])
+    rows = lease_table(done.stdout)
+    assert rows[coreset(info["physical"])][1:3] == [HELD, str(child.pid)]
 
 
 def test_sigkilled_holder_leaves_stale_record(
@@ -218,34 +272,33 @@ def test_sigkilled_holder_leaves_stale_record(
     child.stop(signal.SIGKILL)
     code, out, _ = status(capsys, "--lock-dir", str(root))
     assert code == 0
-    rows = table_rows(out)
-    for core in info["physical"]:
-        assert rows[core][1:3] == [f"{STALE} (pid gone)", str(child.pid)]
-    assert "8 cores: 2 stale records, 6 free" in out
+    assert "stale records (their holders exited without cleaning up):" in out
+    row = lease_table(out)[coreset(info["physical"])]
+    assert row[1:3] == [f"{STALE} (pid gone)", str(child.pid)]
+    assert "0 held, 2 stale, 6 free; 0 runs" in out
     _, out, _ = status(capsys, "--lock-dir", str(root), "--json")
-    stale = [c for c in json.loads(out)["cores"] if c["state"] == STALE]
-    assert [c["core"] for c in stale] == info["physical"]
-    assert all(c["pid_gone"] is True and c["lock_pid"] is None for c in stale)
+    (stale,) = json.loads(out)["leases"]
+    assert (stale["state"], stale["holder_exited"], stale["run"]) == (STALE, True, None)
+    assert stale["physical_core_list"] == info["physical"]
 
 
 def test_lock_without_record(children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    hold(children, root, 1)
-    free = sorted(
-        set(range(8)) - {int(c["core"]) for c in to_json(collect(root, "x"), 0)["cores"] if c["holder"]}
-    )
+    _, info = hold(children, root, 1)
+    free = sorted(set(range(8)) - set(info["physical"]))
     flocker = Child(FLOCKER, str(root / "cores" / f"core-{free[-1]:04d}.lock"))
     children.append(flocker)
     assert int(flocker.ready()) == flocker.pid
     _, out, _ = status(capsys, "--lock-dir", str(root))
-    assert table_rows(out)[free[-1]][1:] == [HELD_NO_RECORD, str(flocker.pid)]
+    assert lease_table(out)[str(free[-1])][1:3] == [HELD_NO_RECORD, str(flocker.pid)]
+    assert "2 held (1 without a record)" in out
+    assert f"run {flocker.pid} by {current_user()}@" in out  # its run, from /proc
 
 
-def test_waiters_in_ticket_order(
+def test_waiters_with_user_and_run(
     children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hold(children, root)
     waiters: list[Child] = []
-    # the smaller one first: ticket order is then not the biggest-first order waiters are served in
     for k, test in ((7, "tests/test_x.py::test_small"), (8, "tests/test_x.py::test_big")):
         waiter = lease_child(children, root, k, timeout=60, worker="gw1", test=test)
         deadline = time.monotonic() + 30
@@ -255,46 +308,53 @@ def test_waiters_in_ticket_order(
             time.sleep(0.01)
         waiters.append(waiter)
     _, out, _ = status(capsys, "--lock-dir", str(root))
-    lines = out.splitlines()
-    at = lines.index("waiters, oldest ticket first:")
-    assert re.split(r"\s{2,}", lines[at + 1].strip()) == ["PID", "WANTS", "RESERVED", "WAITING", "WHAT"]
-    first, second = (re.split(r"\s{2,}", line.strip()) for line in lines[at + 2 : at + 4])
-    assert (first[0], first[1], first[4]) == (str(waiters[0].pid), "7", "tests/test_x.py::test_small")
-    assert (second[0], second[1], second[4]) == (str(waiters[1].pid), "8", "tests/test_x.py::test_big")
+    rows = lease_table(out)
+    assert rows["wants 7"][2] == str(waiters[0].pid)
+    assert rows["wants 8"][2] == str(waiters[1].pid)
+    assert rows["wants 8"][-1] == "tests/test_x.py::test_big"
+    for waiter in waiters:  # each waits in a run of its own (its own process), named with its user
+        assert f"run {waiter.pid} by {current_user()}@{os.uname().nodename}: python -c " in out
     _, out, _ = status(capsys, "--lock-dir", str(root), "--json")
-    doc = json.loads(out)["waiters"]
-    assert [(w["pid"], w["k"], w["alive"]) for w in doc] == [
-        (waiters[0].pid, 7, True),
-        (waiters[1].pid, 8, True),
+    doc = json.loads(out)
+    got = [(w["pid"], w["cores_wanted"], w["alive"], w["user"], w["for"]) for w in doc["waiting_requests"]]
+    assert got == [
+        (waiters[0].pid, 7, True, current_user(), "tests/test_x.py::test_small"),
+        (waiters[1].pid, 8, True, current_user(), "tests/test_x.py::test_big"),
     ]
-    assert doc[0]["ticket"] < doc[1]["ticket"]
-    for waiter in reversed(waiters):  # the newest first, or it would clear the older one's file
+    assert [w["run"] for w in doc["waiting_requests"]] == [f"{os.uname().nodename}:{w.pid}" for w in waiters]
+    assert doc["waiting_requests"][0]["ticket"] < doc["waiting_requests"][1]["ticket"]
+    assert doc["totals"]["waiting_requests"] == 2
+    assert doc["totals"]["runs"] == 3
+    for waiter in waiters:  # stopped first: a live waiter removes the records of dead ones
+        os.kill(waiter.pid, signal.SIGSTOP)
+    for waiter in waiters:
         waiter.stop(signal.SIGKILL)  # dies without removing its waiter file
     _, out, _ = status(capsys, "--lock-dir", str(root))
     assert f"{waiters[0].pid} (gone)" in out
     assert f"{waiters[1].pid} (gone)" in out
+    assert "run unknown (its process cannot be seen from here):" in out
 
 
 def test_nested_domain(children: list[Child], root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     child, info = hold(children, root, nested=True)
     _, out, _ = status(capsys, "--lock-dir", str(root))
-    assert f"  nested domain of holder pid {child.pid} (running), {info['nested_root']}:" in out
-    inner = table_rows(out, "    ")
-    assert {core: row[1] for core, row in inner.items()} == dict.fromkeys(info["nested"], HELD)
-    assert all(inner[c][5] == "gw1" for c in info["nested"])
+    assert f"nested domain of holder pid {child.pid} (running), {info['nested_root']}:" in out
+    inner = lease_table(out, "    ")
+    assert inner[coreset(info["nested"])][1] == HELD
+    assert inner[coreset(info["nested"])][-1] == "tests/test_x.py::test_inner"
     _, out, _ = status(capsys, "--lock-dir", str(root), "--json")
-    (nested,) = json.loads(out)["nested"]
+    (nested,) = json.loads(out)["nested_domains"]
     assert (nested["holder_pid"], nested["holder_alive"], nested["lock_dir"]) == (
         child.pid,
         True,
         info["nested_root"],
     )
-    assert [(c["core"], c["state"], c["holder"]["test"]) for c in nested["cores"]] == [
-        (core, HELD, "tests/test_x.py::test_inner") for core in info["nested"]
+    assert [(r["physical_core_list"], r["state"], r["test"]) for r in nested["leases"]] == [
+        (info["nested"], HELD, "tests/test_x.py::test_inner")
     ]
     assert child.stop() == 0
     _, out, _ = status(capsys, "--lock-dir", str(root))
-    assert f"nested domain of holder pid {child.pid} (gone), {info['nested_root']}: 1 core, all free" in out
+    assert f"nested domain of holder pid {child.pid} (gone), {info['nested_root']}: nothing held" in out
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int, int]]:
@@ -354,34 +414,42 @@ def test_status_takes_no_lock_and_writes_nothing(
     assert _snapshot(root) == before
 
 
-def test_missing_and_empty_lock_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_and_empty_lock_dir(
+    tmp_path: Path, neuron_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nothing-here"
-    assert status(capsys, "--lock-dir", str(missing)) == (
-        0,
-        f"no run has used lock directory {missing} (from --lock-dir) yet\n",
-        "",
+    code, out, err = status(capsys, "--lock-dir", str(missing))
+    assert (code, err) == (0, "")
+    assert (
+        out.splitlines()[0]
+        == f"lock directory {missing} (from --lock-dir) does not exist yet: no run has used it"
     )
     assert not missing.exists()
     _, out, _ = status(capsys, "--lock-dir", str(missing), "--json")
-    assert json.loads(out) == {
-        "lock_dir": str(missing),
-        "source": "--lock-dir",
-        "exists": False,
-        "locks": "/proc/locks",
-        "cores": [],
-        "waiters": [],
-        "nested": [],
-    }
+    doc = json.loads(out)
+    assert (doc["schema_version"], doc["lock_dir_exists"], doc["leases"], doc["runs"]) == (2, False, [], [])
     empty = tmp_path / "empty"
     for sub in ("cores", "holders", "waiters"):
         (empty / sub).mkdir(parents=True)
-    assert (
-        status(capsys, "--lock-dir", str(empty))[1]
-        == f"no run has used lock directory {empty} (from --lock-dir) yet\n"
-    )
+    _, out, _ = status(capsys, "--lock-dir", str(empty), "--cores", "0-3")
+    assert out.splitlines()[1:3] == [
+        "pool 0-3 (4 cores) from --cores=0-3",
+        "0 held, 4 free; 0 runs, 0 waiting requests",
+    ]
 
 
-def test_file_instead_of_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_cores_is_one_line(tmp_path: Path, neuron_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = status(capsys, "--lock-dir", str(tmp_path), "--cores", "3-1")
+    assert (code, out) == (2, "")
+    assert err.startswith("pytest-neuron status: error: ")
+    assert err.count("\n") == 1
+    assert "--cores" in err
+    assert "'3-1'" in err
+
+
+def test_file_instead_of_directory(
+    tmp_path: Path, neuron_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "a-file"
     path.write_text("")
     code, out, err = status(capsys, "--lock-dir", str(path))
@@ -396,16 +464,15 @@ def test_file_instead_of_directory(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_without_proc_locks_records_alone(children: list[Child], root: Path) -> None:
     child, info = hold(children, root)
-    report = collect(root, "--lock-dir", proc_locks=root / "no-such-file")
-    text = render_text(report, time.time())
+    view = collect(root, "--lock-dir", proc_locks=root / "no-such-file", detect=False)
+    text = render_text(view, time.time())
     assert text.splitlines()[1].startswith("note: ")
     assert "records alone" in text
-    rows = table_rows(text)
-    assert {core for core, row in rows.items() if row[1] == HELD} == set(info["physical"])
-    assert to_json(report, time.time())["locks"] == "records only"
+    assert lease_table(text)[coreset(info["physical"])][1] == HELD
+    assert to_json(view, time.time())["lock_state_source"] == "holder records only"
     child.stop(signal.SIGKILL)
-    rows = table_rows(render_text(collect(root, "x", proc_locks=root / "no-such-file"), time.time()))
-    assert {core for core, row in rows.items() if row[1].startswith(STALE)} == set(info["physical"])
+    text = render_text(collect(root, "x", proc_locks=root / "no-such-file", detect=False), time.time())
+    assert lease_table(text)[coreset(info["physical"])][1].startswith(STALE)
 
 
 def test_usage_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -483,9 +550,243 @@ def test_resolve_lock_dir() -> None:
     assert resolve_lock_dir(None, {"PYTEST_NEURON_LOCK_DIR": " "}) == (Path("/tmp/pytest-neuron"), "default")
 
 
-def test_render_empty_report() -> None:
-    report = Report(Path("/l"), "default", None)
-    assert render_text(report, 0) == "no run has used lock directory /l (from default) yet\n"
+def test_render_missing_directory() -> None:
+    view = View("/l", "default", False, (), "nothing: no run has used it")
+    assert (
+        render_text(view, 0).splitlines()[0]
+        == "lock directory /l (from default) does not exist yet: no run has used it"
+    )
+
+
+def _view_of_two_runs(now: float) -> View:
+    runs = {
+        "vm:100": Run(
+            "vm:100", 100, "vm", "ann", "python -m pytest -n 2 --neuron-cores=0-15 " + "-k x " * 30
+        ),
+        "vm:200": Run("vm:200", 200, "vm", "bob", "pytest --neuron-scope=test"),
+    }
+    long_test = "tests/test_models.py::TestBig::test_tp8_" + "x" * 60
+    leases = (
+        LeaseRow((0, 1, 2, 3), HELD, 101, "vm:100", "ann", "vm", worker="gw0", since=now - 30),
+        LeaseRow((4, 5, 6, 7), HELD, 102, "vm:100", "ann", "vm", worker="gw1", since=now - 30),
+        LeaseRow((8, 9), HELD, 200, "vm:200", "bob", "vm", test=long_test, since=now - 2),
+        LeaseRow(
+            (10, 11, 12, 13, 14, 15), HELD, 100, "vm:100", "ann", "vm", slices=("gw2 10-12", "gw3 13-15")
+        ),
+    )
+    waiters = (
+        WaitRow("t1", 201, 4, (0, 1, 2, 3), now - 5, "tests/test_a.py::test_b", True, "vm:200", "bob"),
+    )
+    foreign = (ForeignHolder(300, "eve", "python serve.py", ("/dev/neuron9",), None, "/proc/*/fd"),)
+    return View("/tmp/l", "default", True, tuple(range(20)), "neuron-ls", leases, waiters, runs, foreign)
+
+
+def test_render_groups_runs_and_fits_80_columns() -> None:
+    now = 1_800_000_000.0
+    text = render_text(_view_of_two_runs(now), now, width=80)
+    lines = text.splitlines()
+    assert lines[1:3] == [
+        "pool 0-19 (20 cores) from neuron-ls",
+        "16 held, 4 free; 2 runs, 1 waiting request, 1 foreign holder",
+    ]
+    first = next(
+        i for i, line in enumerate(lines) if line.startswith("run 100 by ann@vm: python -m pytest -n 2")
+    )
+    second = next(
+        i for i, line in enumerate(lines) if line.startswith("run 200 by bob@vm: pytest --neuron-scope=test")
+    )
+    assert first < second
+    rows = lease_table(text)
+    assert rows["0-3"][-1] == "gw0"
+    assert rows["4-7"][-1] == "gw1"
+    assert rows["10-15"][-1] == "reserved for the run: gw2 10-12, gw3 13-15"
+    assert rows["wants 4"][1:3] == ["waiting, reserves 0-3", "201"]
+    assert "free: 16-19" in lines
+    assert "  300  eve   /dev/neuron9  ?      python serve.py" in lines
+    long_lines = [line for line in lines if len(line) > 80]
+    assert all("tests/test_models.py" in line for line in long_lines), long_lines  # only the full test id
+    doc = to_json(_view_of_two_runs(now), now)
+    assert [r["run"] for r in doc["runs"]] == ["vm:100", "vm:200"]
+    assert doc["leases"][3]["reservation"] == ["gw2 10-12", "gw3 13-15"]
+    assert doc["foreign_holders"][0]["devices"] == ["/dev/neuron9"]
+    assert doc["totals"]["held"] == 16
+    assert doc["free_cores"] == "16-19"
+
+
+# -- two real runs and a foreign holder ----------------------------------------------------------------
+RUN_A = """
+import os, subprocess, sys, time
+import pytest
+
+def wait_for_flag():
+    deadline = time.monotonic() + 90
+    while not os.path.exists(os.environ["VIEW_FLAG"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+@pytest.mark.neuron(4)
+def test_hold_with_device_child():
+    # a child of a holder with the device open belongs to the run: it is no foreign holder
+    code = "import sys; f = open(sys.argv[1], 'rb'); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code, os.environ["VIEW_DEVICE"]], stdin=subprocess.PIPE)
+    wait_for_flag()
+    child.communicate(b"", timeout=30)
+
+@pytest.mark.neuron(4)
+def test_hold():
+    wait_for_flag()
+"""
+
+RUN_B = """
+import pytest
+
+@pytest.mark.neuron(2)
+def test_waits_for_two():
+    pass
+"""
+
+FOREIGN = "import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(300)"
+
+
+@pytest.fixture
+def procs() -> Iterator[Any]:
+    from e2e_helpers import Procs
+
+    started = Procs()
+    yield started
+    started.cleanup()
+
+
+def status_json(root: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = run_cli("status", "--lock-dir", str(root), "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_two_concurrent_runs_and_a_foreign_holder(
+    tmp_path: Path, root: Path, procs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import assert_outcomes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "test_a.py").write_text(RUN_A)
+    (tmp_path / "b" / "test_b.py").write_text(RUN_B)
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for n in (0, 1):
+        (devices / f"neuron{n}").write_bytes(b"")
+    flag = tmp_path / "release"
+    env = {
+        **os.environ,
+        "VIEW_FLAG": str(flag),
+        "VIEW_DEVICE": str(devices / "neuron1"),
+        "PYTEST_NEURON_DEVICE_PREFIX": str(devices / "neuron"),
+    }
+    common = ("--neuron-cores=0-7", f"--neuron-lock-dir={root}", "-q")
+    run_a = procs.start_pytest("-n", "2", *common, cwd=tmp_path / "a", env=env)
+
+    def slices(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run A's controller reserves the cores; its workers lease their slices in its nested domain."""
+        return [lease for nested in doc["nested_domains"] for lease in nested["leases"]]
+
+    wait_until(lambda: len(slices(status_json(root, env))) == 2, "run A's two worker slices")
+    run_b = procs.start_pytest(
+        *common, "--neuron-scope=test", "--neuron-wait-timeout=90", cwd=tmp_path / "b", env=env
+    )
+    foreign = procs.start([sys.executable, "-c", FOREIGN, str(devices / "neuron0")], cwd=tmp_path, env=env)
+    assert foreign.stdout is not None
+    assert foreign.stdout.readline() == "open\n"
+    wait_until(lambda: len(status_json(root, env)["waiting_requests"]) == 1, "run B's waiting request")
+    wait_until(lambda: "device child" in _device_children(devices), "run A's test child opening a device")
+
+    doc = status_json(root, env)
+    here = os.uname().nodename
+    assert doc["totals"]["runs"] == 2
+    assert doc["totals"]["held"] == 8
+    assert doc["totals"]["free"] == 0
+    run_ids = [r["run"] for r in doc["runs"]]
+    assert run_ids == [f"{here}:{run_a.pid}", f"{here}:{run_b.pid}"]
+    first, second = doc["runs"]
+    assert first["command"].startswith("python -m pytest -p no:cacheprovider -p no:hypothesispytest -n 2")
+    assert "site-packages" not in first["command"]
+    assert second["command"].startswith("python -m pytest ")
+    assert (first["leases"], first["waiting_requests"], second["leases"], second["waiting_requests"]) == (
+        1,
+        0,
+        0,
+        1,
+    )
+    (reservation,) = doc["leases"]
+    assert (reservation["holder_pid"], reservation["physical_cores"]) == (run_a.pid, "0-7")
+    assert sorted(lease["worker"] for lease in slices(doc)) == ["gw0", "gw1"]
+    assert {lease["run"] for lease in [*doc["leases"], *slices(doc)]} == {first["run"]}
+    (waiting,) = doc["waiting_requests"]
+    assert (waiting["pid"], waiting["user"], waiting["run"]) == (run_b.pid, current_user(), second["run"])
+    assert waiting["for"] == "test_b.py::test_waits_for_two"
+    (holder,) = doc["foreign_holders"]  # not run A's device child
+    assert (holder["pid"], holder["source"]) == (foreign.pid, "/proc/*/fd")
+    assert holder["devices"] == [str(devices / "neuron0")]
+    assert holder["command"].startswith("python -c ")
+
+    done = run_cli("status", "--lock-dir", str(root), env={**env, "COLUMNS": "80"})
+    text = done.stdout
+    assert f"run {run_a.pid} by {current_user()}@{here}: python -m pytest" in text
+    assert f"run {run_b.pid} by {current_user()}@{here}: python -m pytest" in text
+    assert text.index(f"run {run_a.pid} ") < text.index(f"run {run_b.pid} ")
+    assert "foreign holders: a Neuron device open outside pytest-neuron (from /proc/*/fd):" in text
+    assert re.search(rf"^  {foreign.pid}\s+{current_user()}\s+{re.escape(str(devices)[:20])}", text, re.M)
+
+    flag.write_text("")
+    assert_outcomes(procs.finish(run_a), passed=2)
+    assert_outcomes(procs.finish(run_b), passed=1)
+
+
+def _device_children(devices: Path) -> str:
+    """``device child`` once some process other than this one has ``devices/neuron1`` open."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{name}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{name}/fd/{fd}") == str(devices / "neuron1"):
+                            return "device child"
+    return ""
+
+
+def test_foreign_holders_from_neuron_ls(tmp_path: Path, root: Path) -> None:
+    listing = [
+        {
+            "neuron_device": 0,
+            "nc_count": 2,
+            "neuroncore_ids": [0, 1],
+            "neuron_processes": [{"pid": os.getpid(), "command": "python serve.py"}],
+        },
+        {"neuron_device": 1, "nc_count": 2, "neuroncore_ids": [2, 3], "neuron_processes": []},
+    ]
+    fake = tmp_path / "neuron-ls"
+    fake.write_text(f"#!{sys.executable}\nprint({json.dumps(json.dumps(listing))})\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTEST_NEURON_NEURON_LS": str(fake)}
+    done = run_cli("status", "--lock-dir", str(root), "--json", env=env)
+    doc = json.loads(done.stdout)
+    assert doc["pool"] == {"cores": "0-3", "core_list": [0, 1, 2, 3], "source": "neuron-ls"}
+    (holder,) = doc["foreign_holders"]
+    assert holder == {
+        "pid": os.getpid(),
+        "user": current_user(),
+        "command": "python serve.py",
+        "devices": ["neuron0"],
+        "physical_cores": "0-1",
+        "source": "neuron-ls",
+    }
 
 
 def test_lease_rows_group_cores_by_lease() -> None:

@@ -7,6 +7,7 @@ from the trace-event format's description and share no code with
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import math
@@ -520,6 +521,10 @@ def run_traced(pytester: pytest.Pytester, *args: str) -> dict[str, Any]:
     assert trace_problems(doc) == []
     assert core_overlaps(doc) == []
     assert not (path.parent / "trace.json.parts").exists()
+    processes = {name for names in named(doc, "process_name").values() for name in names.values()}
+    assert (
+        "other runs" not in processes
+    )  # alone in its lock directory: its own reservation is not another run
     svg = svg_of(html_path(path).read_text())
     assert len([el for el in svg.iter(f"{SVG_NS}rect") if el.get("class") == "lane"]) == 4
     return doc
@@ -554,3 +559,226 @@ def test_trace_module_is_not_imported_without_the_option(pytester: pytest.Pytest
         "    assert 'pytest_neuron.plugins.timeline_html' not in sys.modules\n"
     )
     pytester.runpytest_subprocess("--neuron-cores=0-3", *INNER_ARGS).assert_outcomes(passed=1)
+
+
+# -- other runs, totals, title, skipped tests ----------------------------------------------------------
+def other_rec(kind: str, cores: list[int], start: float, end: float, pid: int, **more: Any) -> dict[str, Any]:
+    rec = {"kind": "other", "what_kind": kind, "cores": cores, "start": start, "end": end, "holder_pid": pid}
+    rec.update(worker="controller", pid=1)  # the recording process, as Trace writes every record
+    return {**rec, "who": "bob@vm", "what": more.pop("what", "gw3"), "command": "pytest -n 8", **more}
+
+
+def test_other_runs_become_grey_spans_but_never_this_runs_own() -> None:
+    records = [
+        {
+            "kind": "run",
+            "run_id": "r",
+            "pool": [0, 1, 2, 3],
+            "command": "python -m pytest -n 2",
+            "t": T0,
+            "worker": "controller",
+            "pid": 1,
+        },
+        lease_rec("tests/t.py::test_a", [0, 1], T0 + 1, wait=0.5, id="mine"),
+        release_rec("mine", T0 + 2),
+        other_rec("lease", [2, 3], T0, T0 + 2, 77, lease_id="theirs"),
+        other_rec("lease", [0, 1], T0 + 1, T0 + 2, 1, lease_id="mine"),  # the sampler saw our own lease
+        other_rec("reservation", [0, 1], T0 + 1.5, T0 + 2, 1, what="gw0 waits"),  # our own waiter (pid 1)
+        other_rec("reservation", [0, 1, 2, 3], T0 + 1.2, T0 + 1.8, 88, what="test_big waits for 4 cores"),
+        {"kind": "close", "t": T0 + 3, "worker": "controller", "pid": 1},
+    ]
+    timeline = timeline_from_records(records, now=T0 + 10)
+    assert [(o.kind, o.pid, o.cores) for o in timeline.others] == [
+        ("lease", 77, (2, 3)),
+        ("reservation", 88, (0, 1, 2, 3)),
+    ]
+    assert (timeline.run_start, timeline.run_end, timeline.duration) == (T0, T0 + 3, 3.0)
+    doc = trace_document(timeline)
+    assert trace_problems(doc) == []
+    assert core_overlaps(doc) == []  # other runs have rows of their own
+    grey = spans_of(doc, "other runs")
+    assert sorted((ev["tid"], ev["args"]["pid"]) for ev in grey) == [
+        (0, 88), (1, 88), (2, 77), (2, 88), (3, 77), (3, 88)
+    ]  # fmt: skip
+    assert doc["otherData"]["command"] == "python -m pytest -n 2"
+    page = render_html(timeline)
+    svg = svg_of(page)
+    groups = [g for g in svg.iter(f"{SVG_NS}g") if "other" in (g.get("class") or "")]
+    assert [g.get("class") for g in groups] == ["other lease", "other reservation"]
+    tip = groups[0].find(f"{SVG_NS}title")
+    assert tip is not None
+    assert tip.text is not None
+    assert "pid 77 (bob@vm), gw3" in tip.text
+    assert "pytest -n 8" in tip.text
+    assert "another run's lease" in html.unescape(page)
+    assert "1 other run process" not in page
+    assert "2 other run processes seen on these cores" in page
+
+
+def test_title_names_the_command_not_a_run_id() -> None:
+    timeline = sample_timeline()
+    timeline.command = "python -m pytest -n 4 --neuron-scope=test"
+    page = render_html(timeline)
+    heading = re.search(r"<h1>(.*)</h1>", page)
+    assert heading is not None
+    assert heading.group(1).startswith("pytest-neuron timeline: python -m pytest -n 4 --neuron-scope=test (")
+    assert "abc" not in heading.group(1)
+
+
+def test_one_wait_definition_for_timeline_and_terminal() -> None:
+    from pytest_neuron.core.report import summary_lines, wait_line
+    from pytest_neuron.plugins.timeline_html import summary
+
+    records = [
+        lease_rec("t.py::a", [0], T0, wait=1.25),
+        lease_rec("t.py::b", [1], T0 + 0.5, wait=0.0004),  # too short to draw, still counted
+        {
+            "kind": "wait",
+            "label": "t.py::c",
+            "worker": "gw0",
+            "pid": 1,
+            "start": T0,
+            "end": T0 + 2.0,
+            "k": 8,
+            "error": "gave up",
+        },
+    ]
+    timeline = timeline_from_records(records, now=T0 + 5)
+    assert timeline.wait_list() == [(1.25, True), (0.0004, True), (2.0, False)]
+    line = wait_line(timeline.wait_list())
+    assert line == "waited 3.3s for cores over 3 lease requests (1 got none)"
+    assert line in summary(timeline)
+    terminal = summary_lines(
+        "test", [("t.py::a", "0", 1.25, "gw0"), ("t.py::b", "1", 0.0004, "gw0"), ("t.py::c", "", 2.0, "gw0")],
+        {}, None, None,
+    )  # fmt: skip
+    assert terminal[0] == f"2 tests leased cores; {line}"
+    assert wait_line([]) is None
+
+
+def test_skipped_tests_are_drawn() -> None:
+    records = [
+        phase_rec("t.py::test_skip", "setup", T0, outcome="skipped"),
+        phase_rec("t.py::test_skip", "teardown", T0 + 0.1),
+        phase_rec("t.py::test_run", "setup", T0 + 0.2),
+        phase_rec("t.py::test_run", "call", T0 + 0.3),
+    ]
+    timeline = timeline_from_records(records, now=T0 + 1)
+    assert [(t.nodeid, t.outcome) for t in timeline.tests] == [
+        ("t.py::test_skip", "skipped"),
+        ("t.py::test_run", "passed"),
+    ]
+    svg = svg_of(render_html(timeline))
+    fills = {
+        (g.find(f"{SVG_NS}title").text or "").split("\n")[0]: g.find(f"{SVG_NS}rect").get("fill")  # type: ignore[union-attr]
+        for g in svg.iter(f"{SVG_NS}g")
+        if g.get("class") == "test"
+    }
+    assert fills == {"t.py::test_skip": "#d5d5d5", "t.py::test_run": "#b9dcb0"}
+
+
+# -- real runs: where it was written, a bad path, another run on the same cores ------------------------
+HOLDER = r"""
+import sys, time
+from pathlib import Path
+from pytest_neuron.locks.lease import LeaseManager
+from pytest_neuron.core.topology import identity_topology
+
+manager = LeaseManager(Path(sys.argv[1]), identity_topology(frozenset(range(4)), "--neuron-cores"))
+lease = manager.acquire(2, timeout=30, worker="gw7", test="other_suite.py::test_holds")
+print(lease.visible_cores, flush=True)
+time.sleep(float(sys.argv[2]))
+manager.release(lease)
+"""
+
+CONTENDED = """
+import pytest
+
+@pytest.mark.neuron(4)
+def test_needs_all_four():
+    pass
+
+@pytest.mark.neuron(1)
+def test_one():
+    pass
+"""
+
+
+def test_another_run_on_the_same_cores_is_drawn_and_the_totals_match_the_terminal(
+    pytester: pytest.Pytester,
+) -> None:
+    import subprocess
+    import sys
+
+    lockdir = pytester.path / "locks"
+    argv = [sys.executable, "-c", HOLDER, str(lockdir), "1.5"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() in ("0-1", "2-3")
+        pytester.makepyfile(test_contended=CONTENDED)
+        path = pytester.path / "out" / "trace.json"
+        result = pytester.runpytest_subprocess(
+            "--neuron-cores=0-3", "--neuron-scope=test", f"--neuron-lock-dir={lockdir}",
+            f"--neuron-trace={path}", "--neuron-wait-timeout=60", *INNER_ARGS,
+        )  # fmt: skip
+        holder.wait(timeout=60)
+    result.assert_outcomes(passed=2)
+    # where the trace went, as junitxml says where its file went
+    result.stdout.fnmatch_lines(
+        [f"trace written to {path} (Perfetto, chrome://tracing) and {html_path(path)} (timeline)"]
+    )
+    waited = [line for line in result.outlines if "leased cores; waited " in line]
+    assert len(waited) == 1
+    page = html_path(path).read_text()
+    terminal_wait = waited[0].split("; ", 1)[1]
+    assert f"; {terminal_wait};" in page  # one definition, the same text in both places
+    doc = json.loads(path.read_text())
+    grey = spans_of(doc, "other runs")
+    assert {ev["args"]["pid"] for ev in grey} == {holder.pid}
+    assert {ev["args"]["what"] for ev in grey} == {"other_suite.py::test_holds"}
+    assert len(grey) == 2  # its two cores, once each
+    assert "1 other run process seen on these cores" in page
+    assert "<h1>pytest-neuron timeline: python -m pytest " in page or "<h1>pytest-neuron timeline: " in page
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-directory"])
+def test_a_bad_trace_path_is_one_line(pytester: pytest.Pytester, where: str) -> None:
+    (pytester.path / "plain-file").write_text("")
+    (pytester.path / "a-dir").mkdir()
+    path = pytester.path / ("plain-file/trace.json" if where == "under-a-file" else "a-dir")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess(
+        "--neuron-cores=0-3",
+        f"--neuron-lock-dir={pytester.path / 'locks'}",
+        f"--neuron-trace={path}",
+        *INNER_ARGS,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = "\n".join(result.outlines + result.errlines)
+    assert "INTERNALERROR" not in text
+    (line,) = [line for line in result.errlines if line.strip()]
+    reason = (
+        f"{pytester.path / 'plain-file'} is not a directory"
+        if where == "under-a-file"
+        else f"{path} is a directory"
+    )
+    assert line == (
+        f"ERROR: invalid value {str(path)!r} from --neuron-trace: {reason}; "
+        "expected a new path or a regular file (the JSON trace; the HTML timeline goes next to it)"
+    )
+
+
+def test_worker_scope_tests_are_drawn_inside_their_slice() -> None:
+    records = [
+        lease_rec("gw0", [0, 1, 2, 3], T0, id="slice"),
+        phase_rec("tests/t.py::test_first", "call", T0 + 0.5),
+        phase_rec("tests/t.py::test_second", "call", T0 + 1.0, outcome="failed"),
+        release_rec("slice", T0 + 2),
+    ]
+    svg = svg_of(render_html(timeline_from_records(records, now=T0 + 3)))
+    inside = [g for g in svg.iter(f"{SVG_NS}g") if (g.get("class") or "").startswith("slice-test")]
+    assert [g.get("class") for g in inside] == ["slice-test passed", "slice-test failed"]
+    titles = [(g.find(f"{SVG_NS}title").text or "").split("\n")[0] for g in inside]  # type: ignore[union-attr]
+    assert titles == ["tests/t.py::test_first", "tests/t.py::test_second"]  # full ids in the tooltip
+    heights = [float(r.get("height", 0)) for g in inside for r in g.iter(f"{SVG_NS}rect")]
+    assert min(heights) > 3 * 16  # as tall as the slice's four core lanes, not a worker-lane sliver

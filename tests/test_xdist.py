@@ -233,7 +233,9 @@ def test_n_auto_starts_as_many_workers_as_slices_fit_at_most_the_cpus(
         ),
         (
             ["-n", "9"],
-            "9 workers need 9 slices of 1 core, but pool 0-7 (--neuron-cores=0-7) holds only 8; use -n 8",
+            # a smaller slice than 1 core is impossible: not suggested
+            "9 workers need 9 slices of 1 core, but pool 0-7 (--neuron-cores=0-7) holds only 8; use -n 8 "
+            "(or -n auto)\n",
         ),
         (
             ["-n", "2", "--neuron-cores-per-worker=9"],
@@ -252,7 +254,7 @@ def test_more_workers_than_slices_is_a_usage_error(
     assert "[gw" not in text  # no worker was started
     lines = [line for line in result.errlines if line.strip()]
     assert len(lines) == 1, text
-    assert lines[0].startswith(f"ERROR: {message}"), text
+    assert (lines[0] + "\n").startswith(f"ERROR: {message}"), text
 
 
 # -- test scope ---------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ def test_test_scope_windows_never_overlap(
     )
     assert_no_overlap_in_time(recs)  # ...never on a common core
     assert_fake_runtime_clean(fake_host, at_least=8)
-    result.stdout.fnmatch_lines(["8 tests leased cores; total wait *s"])
+    result.stdout.fnmatch_lines(["8 tests leased cores; waited *s for cores over * lease requests"])
 
 
 FORKED_TESTS = """

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cmdline import this_command
 from .handdown import Controller, Handoff
 from .placement import candidate_windows
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
@@ -33,7 +33,7 @@ class RunPlan:
     handoff: Handoff | None = None
     slice_size: int | None = None
     run_id: str = field(default_factory=lambda: os.urandom(6).hex())
-    command: str = field(default_factory=lambda: " ".join(sys.argv))
+    command: str = field(default_factory=this_command)  # as typed: `python -m pytest -n 2`
     run_pool: int | None = None  # the whole pool's size, when ``topology`` is a worker's slice of it
     controller: Controller | None = None  # in an xdist worker: the controller that started it
     #: what host detection found, and whether it ran here (else it was handed down)

@@ -143,6 +143,37 @@ def parse_path(value: object, source: str) -> str:
     return value
 
 
+TRACE_ACCEPTED = "a new path or a regular file (the JSON trace; the HTML timeline goes next to it)"
+
+
+def parse_trace_path(value: object, source: str) -> str:
+    """A path the trace can be written to: a regular file or a new path under a writable directory.
+
+    Checked when the run starts (reads only: nothing is created), so a bad path is one line, not a
+    traceback at the end of the run.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(value, source, TRACE_ACCEPTED)
+    path = os.path.abspath(value)
+    if os.path.lexists(path) and not os.path.isfile(path):
+        what = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise SettingError(
+            f"invalid value {value!r} from {source}: {path} is {what}; expected {TRACE_ACCEPTED}"
+        )
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise SettingError(
+            f"invalid value {value!r} from {source}: {parent} is not a directory; expected {TRACE_ACCEPTED}"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SettingError(
+            f"invalid value {value!r} from {source}: cannot write in {parent}; expected {TRACE_ACCEPTED}"
+        )
+    return value
+
+
 def parse_lock_dir(value: object, source: str) -> str:
     """An absolute directory (``~`` expanded): runs in other directories must find the same locks."""
     accepted = "an absolute directory path such as /tmp/pytest-neuron (or ~/...)"
@@ -187,29 +218,29 @@ SCOPE = Spec(
     "scope",
     parse_scope,
     "worker",
-    "worker: each xdist worker leases a slice for its life "
-    "(default); test: each test leases the cores its marker asks for, for its own run",
+    "worker: each xdist worker leases a slice for its life; "
+    "test: each test leases the cores its marker asks for, for its own run",
     env="PYTEST_NEURON_SCOPE",
 )
 CORES_PER_WORKER = Spec(
     "cores_per_worker",
     parse_positive_int,
     None,
-    "cores in each worker's slice (default: pool size // workers, at least 1)",
+    "cores in each worker's slice",
     env="PYTEST_NEURON_CORES_PER_WORKER",
 )
 LOCK_DIR = Spec(
     "lock_dir",
     parse_lock_dir,
     "/tmp/pytest-neuron",
-    "host-wide lock directory shared by every run on this host (default /tmp/pytest-neuron)",
+    "host-wide lock directory shared by every run on this host",
     env="PYTEST_NEURON_LOCK_DIR",
 )
 WAIT_TIMEOUT = Spec(
     "wait_timeout",
     parse_seconds,
     DEFAULT_WAIT_TIMEOUT,
-    "seconds to wait for cores before failing, 0 = fail at once (default 600)",
+    "seconds to wait for cores before failing, 0 = fail at once",
     env="PYTEST_NEURON_WAIT_TIMEOUT",
 )
 REQUIRE = Spec(
@@ -223,8 +254,7 @@ PORT_BASE = Spec(
     "port_base",
     parse_port,
     DEFAULT_PORT_BASE,
-    "first port of NEURON_RT_ROOT_COMM_ID (base + first core) and MASTER_PORT "
-    "(base + 512 + first core), default 61234",
+    "first port of NEURON_RT_ROOT_COMM_ID (base + first core) and MASTER_PORT (base + 512 + first core)",
     env="PYTEST_NEURON_PORT_BASE",
 )
 ORDER = Spec(
@@ -238,7 +268,7 @@ ORDER = Spec(
 )
 TRACE = Spec(
     "trace",
-    parse_path,
+    parse_trace_path,
     None,
     "write a Chrome trace of every lease, wait and test to this path (and an HTML timeline next to it)",
     env="PYTEST_NEURON_TRACE",

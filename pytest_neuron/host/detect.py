@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("pytest_neuron")
 
+HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"  # tests: the filesystem root host detection reads
+NEURON_LS_ENV = "PYTEST_NEURON_NEURON_LS"  # tests: the neuron-ls command host detection runs
+
 
 def read_lnc(env: Mapping[str, str], root: Path) -> int | None:
     """The configured LNC: ``NEURON_LOGICAL_NC_CONFIG``, else ``root/opt/aws/neuron/logical_nc_config``.

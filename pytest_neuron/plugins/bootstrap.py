@@ -54,26 +54,20 @@ def early_cmdline(config: pytest.Config) -> Callable[[str], Any]:
 
 
 def _ini(config: pytest.Config) -> Callable[[str], str | None]:
-    def read(key: str) -> str | None:
-        value = config.getini(key)
-        return None if value in ("", None) else str(value)
+    from .options import read_ini
 
-    return read
+    return lambda key: read_ini(config, key)
 
 
 def _option(config: pytest.Config, early: bool) -> Callable[[str], Any]:
     return early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
 
 
-HOST_ROOT_ENV = "PYTEST_NEURON_HOST_ROOT"  # tests: the filesystem root host detection reads
-NEURON_LS_ENV = "PYTEST_NEURON_NEURON_LS"  # tests: the neuron-ls command host detection runs
-
-
 def detector(env: Mapping[str, str]) -> Callable[[], tuple[Host | None, bool]]:
     """Host detection for build_plan: the host handed down by an enclosing run, else detected here."""
 
     def detect() -> tuple[Host | None, bool]:
-        from ..host.detect import detect_host
+        from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV, detect_host
         from ..host.hostcache import inherited_host
 
         inherited = inherited_host(env)
@@ -303,6 +297,6 @@ def _check_workers(context: NeuronContext) -> None:
     if workers > fit:
         raise pytest.UsageError(
             f"{workers} workers need {workers} slices of {size} core{'s' if size != 1 else ''}, but pool "
-            f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto), "
-            "or a smaller --neuron-cores-per-worker"
+            f"{format_coreset(topo.cores)} ({topo.source}) holds only {fit}; use -n {fit} (or -n auto)"
+            + (", or a smaller --neuron-cores-per-worker" if size > 1 else "")
         )

@@ -40,6 +40,7 @@ from ..core.waiting import gave_up_message
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
 from ..locks.handoff import handoff_value
+from .options import read_ini
 from .state import NeuronCores, ProcessState, neuron_cores_of
 from .terminal import write_now
 from .waiting import WaitNotice
@@ -249,9 +250,9 @@ class NeuronContext:
         active = self.plan.topology is not None
         for spec in TEST_SETTINGS:
             cmdline = self.config.getoption(spec.dest)
-            ini = self.config.getini(spec.ini) if active else None
+            ini = read_ini(self.config, spec.ini) if active else None
             env = self.plan.user_env if active else {}
-            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini or None)
+            self.test_defaults[spec.name] = resolve(spec, cmdline=cmdline, env=env, ini=ini)
 
     def in_effect(self, need: Need | None, name: str) -> object:
         """A per-test setting: the marker's value (even 0 or False), else the resolved default."""
@@ -333,11 +334,15 @@ class NeuronContext:
         return {
             "worker": self.worker,
             "cores": cores,
-            "wait": None if lease is None else round(lease.wait_seconds, 3),
+            "wait": round(lease.wait_seconds, 3) if lease is not None else self._failed_wait(),
             "error": self.state.error,
             "pinned": self.pinned_message,
             "overrides": {k: list(v) for k, v in self.overrides.items()},
         }
+
+    def _failed_wait(self) -> float | None:
+        failed = self.state.failed_wait
+        return None if failed is None else round(failed[1] - failed[0], 3)
 
 
 class LeaseWaitFailed(Exception):

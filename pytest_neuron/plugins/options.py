@@ -1,10 +1,26 @@
-"""Command-line options and ini keys, generated from the settings table."""
+"""Command-line options and ini keys, generated from the settings table.
+
+Every option's help ends the same way: ``[env VAR]`` and ``(default: X)``;
+choices are the placeholder (``{worker,test}``), as argparse shows them; the
+ini keys of flags are typed ``bool``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..core.settings import REQUIRE, RUN_SETTINGS, TEST_SETTINGS, VALIDATE_HASH
+from ..core.settings import (
+    DEFAULT_PORT_BASE,
+    DEFAULT_WAIT_TIMEOUT,
+    LOG_LOCATIONS,
+    ORDERS,
+    REQUIRE,
+    RUN_SETTINGS,
+    SCOPES,
+    TEST_SETTINGS,
+    VALIDATE_HASH,
+    Spec,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -14,6 +30,41 @@ CORES_HELP = (
     "(default: NEURON_RT_VISIBLE_CORES, else every core found on this host)"
 )
 
+#: the placeholder of each option's value, as docs/configuration.md writes it
+METAVARS = {
+    "scope": "{" + ",".join(SCOPES) + "}",
+    "cores_per_worker": "N",
+    "lock_dir": "DIR",
+    "wait_timeout": "SECONDS",
+    "port_base": "PORT",
+    "order": "{" + ",".join(ORDERS) + "}",
+    "trace": "PATH",
+    "log_level": "LEVEL",
+    "log_location": "{" + ",".join(LOG_LOCATIONS) + "}",
+    "exec_timeout": "SECONDS",
+}
+#: the default of each setting in words, where the value alone would not say it
+DEFAULT_TEXT = {
+    "cores_per_worker": "pool size // workers, at least 1",
+    "wait_timeout": f"{DEFAULT_WAIT_TIMEOUT:g}",
+    "port_base": str(DEFAULT_PORT_BASE),
+    "require": "off",
+    "trace": "off",
+}
+FLAGS = (VALIDATE_HASH, REQUIRE)  # given means True
+
+
+def default_text(spec: Spec[Any]) -> str:
+    """``X`` of ``(default: X)``: the value, or what happens without one (``unset``: the runtime's own)."""
+    if spec.name in DEFAULT_TEXT:
+        return DEFAULT_TEXT[spec.name]
+    return "unset" if spec.default is None else str(spec.default)
+
+
+def option_help(spec: Spec[Any]) -> str:
+    env = f" [env {spec.env}]" if spec.env else ""
+    return f"{spec.help}{env} (default: {default_text(spec)})"
+
 
 def add_options(parser: pytest.Parser) -> None:
     """Register every option in the ``neuron`` group, each with an ini key of the same name."""
@@ -21,19 +72,18 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--neuron-cores", dest="neuron_cores", metavar="CORESET", default=None, help=CORES_HELP)
     parser.addini("neuron_cores", CORES_HELP, type="string", default="")
     for spec in (*RUN_SETTINGS, *TEST_SETTINGS):
-        env = f" [env {spec.env}]" if spec.env else ""
-        if spec in (VALIDATE_HASH, REQUIRE):  # flags: given means True
+        if spec in FLAGS:
             group.addoption(
                 spec.option,
                 dest=spec.dest,
                 action="store_const",
                 const=True,
                 default=None,
-                help=spec.help + env,
+                help=option_help(spec),
             )
         else:
             group.addoption(
-                spec.option, dest=spec.dest, metavar=spec.name.upper(), default=None, help=spec.help + env
+                spec.option, dest=spec.dest, metavar=METAVARS[spec.name], default=None, help=option_help(spec)
             )
         if spec is VALIDATE_HASH:
             group.addoption(
@@ -41,6 +91,29 @@ def add_options(parser: pytest.Parser) -> None:
                 dest=spec.dest,
                 action="store_const",
                 const=False,
-                help="turn NEURON_RT_VALIDATE_HASH off for each test",
+                help="turn NEURON_RT_VALIDATE_HASH off for each test (default: unset)",
             )
-        parser.addini(spec.ini, spec.help, type="string", default="")
+        if spec in FLAGS:
+            # typed bool in --help; read back as given (None when absent, so the default applies)
+            parser.addini(spec.ini, spec.help, type="bool", default=None)
+        else:
+            parser.addini(spec.ini, spec.help, type="string", default="")
+
+
+def read_ini(config: pytest.Config, key: str) -> str | None:
+    """The ini value of ``key`` as text, or ``None`` when it is not set.
+
+    Flags are typed ``bool``: pytest parses them (``true``/``false``, ``1``/``0``, ...) and its
+    error is re-raised naming the key; an unset bool key reads ``[]`` on older pytest.
+    """
+    from ..core.settings import SettingError
+
+    try:
+        value = config.getini(key)
+    except ValueError as exc:
+        raise SettingError(f"invalid value from ini {key} ({exc}): expected true or false") from None
+    if value is None or isinstance(value, list) or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -29,11 +29,11 @@ class Records:
         if report.when != "setup":
             return
         props = dict(report.user_properties)
-        if "neuron_cores" in props:
+        if "neuron_cores" in props or "neuron_wait_seconds" in props:  # without cores: a failed wait
             self.records.append(
                 (
                     report.nodeid,
-                    str(props["neuron_cores"]),
+                    str(props.get("neuron_cores", "")),
                     float(str(props.get("neuron_wait_seconds", 0.0))),
                     str(props["neuron_worker"]) if props.get("neuron_worker") else None,
                 )
@@ -43,7 +43,8 @@ class Records:
 def header(context: NeuronContext) -> list[str]:
     from .scheduler import order_header  # test scope: the order in effect
 
-    lines = header_lines(context.plan, context.role, context.config.get_verbosity() > 0)
+    verbose = context.config.get_verbosity() > 0
+    lines = header_lines(context.plan, context.role, verbose, context.test_defaults)
     return lines + order_header(context.config, context.plan, context.role)
 
 
@@ -57,6 +58,7 @@ def summary(
     plugin = context.config.pluginmanager.get_plugin("neuron-records")
     records = plugin.records if isinstance(plugin, Records) else []
     process = context.process_summary() if context.role == "single" else None
+    trace = None if context.trace is None else context.trace.written
     return summary_lines(
         context.plan.scope,
         records,
@@ -65,6 +67,7 @@ def summary(
         context.pinned_message,
         notices=notices,
         verbosity=context.config.get_verbosity(),
+        trace=trace,
     )
 
 

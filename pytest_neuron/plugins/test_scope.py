@@ -98,6 +98,7 @@ class TestLeases:
             lease = ctx.acquire(need.cores, who=item.nodeid, worker=ctx.worker, test=item.nodeid, lnc=lnc)
         except LeaseWaitFailed as exc:
             test_cores.error = str(exc)
+            item.user_properties.append(("neuron_wait_seconds", round(time.time() - started, 4)))
             if exc.run_wide:
                 ctx.gave_up = str(exc)
                 item.session.shouldstop = STOPPED

@@ -1,21 +1,25 @@
 """The self-contained HTML timeline of a run: inline SVG and CSS, no script, no network.
 
 One lane per core with a bar per lease (labelled with its test id, a
-``<title>`` tooltip with the details), then one lane per worker with its
-tests and, hatched, its waits for cores.  Pure: text in, text out.
+``<title>`` tooltip whose first line is the full name), grey bars for the
+leases and reservations of other runs seen on the same cores, then one lane
+per worker with its tests (skipped ones too) and, hatched, its waits for
+cores.  Pure: text in, text out.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from html import escape
 from typing import TYPE_CHECKING
 
 from ..core.coreset import format_coreset
+from ..core.report import wait_line
 from .trace import RunSpan
 
 if TYPE_CHECKING:
-    from .trace import LeaseSpan, Timeline, WaitSpan
+    from .trace import LeaseSpan, OtherSpan, Timeline, WaitSpan
 
 WIDTH, LEFT, RIGHT, TOP = 1400, 96, 24, 34
 WORKER_LANE = 16
@@ -24,6 +28,7 @@ PALETTE = (  # no orange or red: those mean waits and failures
     "#a0cbe8", "#8cd17d", "#ff9da7", "#79706e", "#86bcb6", "#d4a6c8",
 )  # fmt: skip
 OUTCOME_FILL = {"passed": "#b9dcb0", "failed": "#e8837c", "error": "#e8837c", "skipped": "#d5d5d5"}
+OTHER_FILL = "#9e9e9e"  # another run's lease; its reservations are hatched in the same grey
 CSS = """
 body { font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 16px 20px; color: #222; }
 h1 { font-size: 17px; margin: 0 0 4px; }
@@ -131,6 +136,53 @@ def _lease_svg(
     return "".join(parts) + "</g>"
 
 
+def _other_svg(other: OtherSpan, lanes: dict[int, int], sc: _Scale, *, y0: float, h: float) -> str:
+    kind = "lease of another run" if other.kind == "lease" else "cores reserved by another run's waiter"
+    who = f" ({other.who})" if other.who else ""
+    tip = (
+        f"{kind}: pid {other.pid}{who}, {other.what}\ncores {format_coreset(other.cores)}, "
+        f"seen from {_seconds(other.start - sc.t0)} to {_seconds(other.end - sc.t0)}"
+    )
+    tip += f"\n{other.command}" if other.command else ""
+    x, w = sc.box(other.start, other.end)
+    fill = OTHER_FILL if other.kind == "lease" else "url(#reserved)"
+    part = 1.0 if other.kind == "lease" else 0.4  # a reservation: the lower part, over this run's leases
+    parts = [f'<g class="other {other.kind}"><title>{escape(tip)}</title>']
+    for first, count in runs([lanes[c] for c in other.cores if c in lanes]):
+        full = count * h - 1
+        y, bh = y0 + first * h + full * (1 - part), full * part
+        parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{bh:.2f}" fill="{fill}"/>')
+    return "".join(parts) + "</g>"
+
+
+def _slice_tests_svg(
+    lease: LeaseSpan, tests: list[RunSpan], lanes: dict[int, int], sc: _Scale, *, y0: float, h: float
+) -> str:
+    """A worker-scope slice's tests, drawn inside its bar: as tall as its cores, not a sliver."""
+    parts: list[str] = []
+    blocks = runs([lanes[c] for c in lease.cores if c in lanes])
+    for test in tests:
+        if test.worker != lease.worker or test.end < lease.start or test.start > lease.end:
+            continue
+        x, w = sc.box(max(test.start, lease.start), min(test.end, lease.end))
+        tip = f"{test.nodeid}\n{test.outcome} on {test.worker} (cores {format_coreset(lease.cores)})"
+        tip += f"\nstart {_seconds(test.start - sc.t0)}, ran {_seconds(test.end - test.start)}"
+        parts.append(f'<g class="slice-test {test.outcome}"><title>{escape(tip)}</title>')
+        for first, count in blocks:
+            y, bh = y0 + first * h + 2, max(count * h - 5, 1.0)
+            fill = OUTCOME_FILL.get(test.outcome, "#ccc")
+            parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{bh:.2f}" fill="{fill}"/>')
+        first, count = max(blocks, key=lambda b: b[1]) if blocks else (0, 0)
+        size = min(10.0, count * h - 4)
+        text = fit_text(short_label(test.nodeid), w, size) if blocks and size >= 7 else ""
+        if text:
+            ty = y0 + first * h + (count * h - 1) / 2 + size * 0.35
+            style = f'style="font-size:{size:.0f}px"'
+            parts.append(f'<text class="tlabel" x="{x + 3:.2f}" y="{ty:.2f}" {style}>{escape(text)}</text>')
+        parts.append("</g>")
+    return "".join(parts)
+
+
 def _worker_svg(span: RunSpan | WaitSpan, y: float, sc: _Scale) -> str:
     x, w = sc.box(span.start, span.end)
     held = _seconds(span.end - span.start)
@@ -179,6 +231,8 @@ def _legend(y: float) -> list[str]:
         ("#4e79a7", "core leased (colour: worker)"),
         ("url(#hatch)", "waiting for cores"),
         ("url(#failed)", "wait that got no cores"),
+        (OTHER_FILL, "another run's lease"),
+        ("url(#reserved)", "reserved by another run"),
         (OUTCOME_FILL["passed"], "test passed"),
         (OUTCOME_FILL["failed"], "failed"),
         (OUTCOME_FILL["skipped"], "skipped"),
@@ -203,7 +257,8 @@ def render_svg(timeline: Timeline) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height:.0f}" '
         f'width="{WIDTH}" height="{height:.0f}" role="img">',
-        f"<defs>{_pattern('hatch', '#fde3c0', '#f28e2b')}{_pattern('failed', '#f6c3c0', '#d62728')}</defs>",
+        f"<defs>{_pattern('hatch', '#fde3c0', '#f28e2b')}{_pattern('failed', '#f6c3c0', '#d62728')}"
+        f"{_pattern('reserved', '#e6e6e6', OTHER_FILL)}</defs>",
         *_legend(14.0),
     ]
     step = nice_step(sc.span)
@@ -234,6 +289,9 @@ def render_svg(timeline: Timeline) -> str:
     for lease in timeline.leases:
         outcome = outcomes.get((lease.worker, lease.label), "")
         out.append(_lease_svg(lease, lanes, sc, y0=cores_y, h=h, color=colors[lease.worker], outcome=outcome))
+        if lease.label == lease.worker:  # a worker-scope slice: its tests inside it
+            out.append(_slice_tests_svg(lease, timeline.tests, lanes, sc, y0=cores_y, h=h))
+    out += [_other_svg(other, lanes, sc, y0=cores_y, h=h) for other in timeline.others]
     out.append(_text("section", (8, workers_y - 6), "workers"))
     rows = {w: workers_y + i * WORKER_LANE for i, w in enumerate(workers)}
     for worker, y in rows.items():
@@ -247,25 +305,38 @@ def render_svg(timeline: Timeline) -> str:
 
 
 def summary(timeline: Timeline) -> str:
-    """One line: tests, cores, wall time, time spent waiting, how busy the cores were."""
-    wall = timeline.end - timeline.start
+    """One line: tests, cores, the run's wall time, time spent waiting (report.wait_line), how busy."""
+    wall = timeline.duration
     held = sum((s.end - s.start) * len(s.cores) for s in timeline.leases)
-    waited = sum(s.end - s.start for s in timeline.waits)
     busy = held / (wall * len(timeline.cores)) if wall > 0 and timeline.cores else 0.0
+    waited = wait_line(timeline.wait_list()) or "no lease request"
+    others = len({o.pid for o in timeline.others})
+    seen = f"; {others} other run process{'es' if others != 1 else ''} seen on these cores" if others else ""
     return (
         f"{len(timeline.tests)} tests, {len(timeline.leases)} leases on {len(timeline.cores)} cores, "
-        f"{len(timeline.workers)} workers; wall time {wall:.1f} s, {waited:.1f} s spent waiting for cores, "
-        f"cores busy {busy:.0%} of the time"
+        f"{len(timeline.workers)} workers; the run took {wall:.1f}s; {waited}; "
+        f"cores busy {busy:.0%} of the time{seen}"
     )
 
 
-def render_html(timeline: Timeline, *, title: str = "pytest-neuron timeline") -> str:
+def title_of(timeline: Timeline) -> str:
+    """``pytest-neuron timeline: python -m pytest -n 4 (2026-12-01 08:45:15)``."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timeline.start)) if timeline.spans else ""
+    what = timeline.command or f"run {timeline.run_id}"
+    return f"pytest-neuron timeline: {what}" + (f" ({when})" if when else "")
+
+
+def render_html(timeline: Timeline, *, title: str | None = None) -> str:
     """A complete, self-contained HTML page."""
+    title = title or title_of(timeline)
     body = render_svg(timeline) if timeline.spans else "<p>Nothing was leased in this run.</p>"
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
         f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n<p>{escape(summary(timeline))}.</p>\n"
-        '<p class="hint">Hover a bar for its test, cores, start, duration and wait. The JSON trace next to '
-        "this file opens in Perfetto or chrome://tracing.</p>\n"
+        '<p class="hint">Hover a bar for its full test id, cores, start, duration and wait; grey bars are '
+        "other runs on the same cores. The run's time counts from the plugin's start to the end of the "
+        "session (pytest's own total starts a little later and also counts the terminal summary); the "
+        "wait is the one the terminal's neuron section gives. The JSON trace next to this file opens in "
+        "Perfetto or chrome://tracing.</p>\n"
         f"{body}\n</body>\n</html>\n"
     )

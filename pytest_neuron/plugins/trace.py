@@ -9,6 +9,14 @@ to ``PATH.parts/<run_id>-<worker>-<pid>.jsonl`` as they happen, one
 recorded survives; the controller merges the parts at close and removes them.
 Times are ``time.time()`` (all processes share the host's wall clock).
 
+The owning process also samples the lock directory while the run lasts
+(:class:`OtherRuns`, a daemon thread reading the holder and waiter records,
+taking no lock): leases of other runs on this run's cores, and cores other
+runs' aged waiters reserve, are drawn as grey spans, so a wait is never
+unexplained.  The run's span (``run`` record to the owning process's
+``close``) and the wait total are defined once here and in report.py, and the
+terminal summary uses the same definitions.
+
 The pure half (:func:`timeline_from_records`, :func:`trace_document`) takes
 plain data; :class:`Trace` does the I/O.  Imported only when tracing is on.
 """
@@ -19,18 +27,21 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from ..locks.lease import Lease
 
 MIN_WAIT = 0.001  # seconds: a shorter acquisition is not drawn as a wait
-CORES_PID, WORKERS_PID, WAITS_PID = 1, 2, 3
+CORES_PID, WORKERS_PID, WAITS_PID, OTHERS_PID = 1, 2, 3, 4
+OTHER_COLOR = "grey"
+SAMPLE_EVERY = 0.25  # seconds between two looks at the lock directory for other runs
 OUTCOME_COLOR = {"passed": "good", "failed": "terrible", "error": "terrible", "skipped": "grey"}
 WAIT_COLOR, FAILED_WAIT_COLOR = "thread_state_iowait", "bad"
 
@@ -71,13 +82,31 @@ class RunSpan:
     outcome: str = "passed"
 
 
+@dataclass(frozen=True)
+class OtherSpan:
+    """Cores of this run's pool held (``kind`` lease) or reserved (``reservation``) by another run."""
+
+    kind: str
+    cores: tuple[int, ...]  # this run's logical cores
+    start: float
+    end: float
+    pid: int
+    who: str  # user@host
+    what: str  # its worker or test, or "waits for N cores"
+    command: str
+
+
 @dataclass
 class Timeline:
     leases: list[LeaseSpan] = field(default_factory=list)
     waits: list[WaitSpan] = field(default_factory=list)
     tests: list[RunSpan] = field(default_factory=list)
+    others: list[OtherSpan] = field(default_factory=list)
     pool: tuple[int, ...] = ()
     run_id: str = ""
+    command: str = ""
+    run_start: float | None = None  # the owning process's run record ...
+    run_end: float | None = None  # ... and its close record
 
     @property
     def spans(self) -> list[LeaseSpan | WaitSpan | RunSpan]:
@@ -85,11 +114,23 @@ class Timeline:
 
     @property
     def start(self) -> float:
-        return min((s.start for s in self.spans), default=0.0)
+        starts = [s.start for s in self.spans]
+        return min([*starts, self.run_start] if self.run_start is not None else starts, default=0.0)
 
     @property
     def end(self) -> float:
-        return max((s.end for s in self.spans), default=self.start)
+        ends = [s.end for s in self.spans]
+        return max([*ends, self.run_end] if self.run_end is not None else ends, default=self.start)
+
+    @property
+    def duration(self) -> float:
+        """The run's wall time: from the plugin's start to its end in the owning process."""
+        return self.end - self.start
+
+    def wait_list(self) -> list[tuple[float, bool]]:
+        """Every wait for cores: ``(seconds, got cores)``; the one definition report.wait_line sums."""
+        waits = [(lease.wait, True) for lease in self.leases]
+        return waits + [(w.end - w.start, False) for w in self.waits if w.error is not None]
 
     @property
     def cores(self) -> list[int]:
@@ -128,11 +169,19 @@ def timeline_from_records(records: Iterable[dict[str, Any]], *, now: float) -> T
     closed: dict[tuple[str, int], float] = {}
     tests: list[tuple[str, str, list[float], dict[str, str]]] = []
     current: dict[tuple[str, str], int] = {}
+    others: list[dict[str, Any]] = []
+    owner: tuple[str, int] | None = None
     for rec in records:
         kind, worker = rec.get("kind"), str(rec.get("worker", ""))
         if kind == "run":
             timeline.pool = tuple(rec.get("pool", ())) or timeline.pool
             timeline.run_id = str(rec.get("run_id", timeline.run_id))
+            timeline.command = str(rec.get("command", timeline.command))
+            if "t" in rec:
+                timeline.run_start = float(rec["t"])
+                owner = (worker, int(rec.get("pid", 0)))
+        elif kind == "other":
+            others.append(rec)
         elif kind == "lease":
             opened[rec["id"]] = rec
         elif kind == "release":
@@ -164,6 +213,27 @@ def timeline_from_records(records: Iterable[dict[str, Any]], *, now: float) -> T
         if wait >= MIN_WAIT:
             timeline.waits.append(WaitSpan(str(rec["label"]), worker, start - wait, start, len(rec["cores"])))
     timeline.tests = [RunSpan(n, w, t[0], max(t), _outcome(p)) for w, n, t, p in tests]
+    if owner is not None and owner in closed:
+        timeline.run_end = closed[owner]
+    mine = set(opened)
+    pids = {int(rec.get("pid", 0)) for rec in records if rec.get("kind") != "other"}  # this run's processes
+    for rec in others:
+        own_waiter = rec.get("what_kind") == "reservation" and rec.get("holder_pid") in pids
+        if rec.get("lease_id") in mine or own_waiter:
+            continue  # this run's own lease, or its own waiter's reservation
+        timeline.others.append(
+            OtherSpan(
+                str(rec["what_kind"]),
+                tuple(rec["cores"]),
+                float(rec["start"]),
+                float(rec["end"]),
+                int(rec["holder_pid"]),
+                str(rec.get("who", "")),
+                str(rec.get("what", "")),
+                str(rec.get("command", "")),
+            )
+        )
+    timeline.others.sort(key=lambda s: (s.start, s.cores))
     timeline.leases.sort(key=lambda s: (s.start, s.cores))
     timeline.waits.sort(key=lambda s: (s.start, natural_key(s.worker)))
     timeline.tests.sort(key=lambda s: s.start)
@@ -187,14 +257,20 @@ def _span(name: str, cat: str, row: tuple[int, int], span: tuple[float, float], 
 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
-    """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each)."""
+    """Chrome trace events: a ``cores`` process (a row per core), ``workers`` and ``waits`` (a row each),
+    and ``other runs`` (a row per core another run held or reserved while this run lasted)."""
     from ..core.coreset import format_coreset
 
     t0 = timeline.start
     tid = {w: i for i, w in enumerate(timeline.workers)}
     events: list[dict[str, Any]] = []
-    for pid, name in ((CORES_PID, "cores"), (WORKERS_PID, "workers"), (WAITS_PID, "waits")):
+    processes = [(CORES_PID, "cores"), (WORKERS_PID, "workers"), (WAITS_PID, "waits")]
+    processes += [(OTHERS_PID, "other runs")] if timeline.others else []
+    for pid, name in processes:
         events += [_meta(pid, None, "process_name", name), _meta(pid, None, "process_sort_index", pid)]
+    for core in sorted({c for other in timeline.others for c in other.cores}):
+        events += [_meta(OTHERS_PID, core, "thread_name", f"core {core}")]
+        events += [_meta(OTHERS_PID, core, "thread_sort_index", core)]
     for core in timeline.cores:
         events += [_meta(CORES_PID, core, "thread_name", f"core {core}")]
         events += [_meta(CORES_PID, core, "thread_sort_index", core)]
@@ -218,12 +294,24 @@ def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
         event = _span(test.nodeid, "test", (WORKERS_PID, tid[test.worker]), (test.start, test.end), t0)
         color = OUTCOME_COLOR.get(test.outcome, "generic_work")
         events.append({**event, "args": {"outcome": test.outcome}, "cname": color})
+    for other in timeline.others:
+        name = f"other run: pid {other.pid} {other.what}"
+        info = {"pid": other.pid, "user": other.who, "what": other.what, "command": other.command}
+        for core in other.cores:
+            event = _span(name, f"other-run {other.kind}", (OTHERS_PID, core), (other.start, other.end), t0)
+            events.append({**event, "args": info, "cname": OTHER_COLOR})
     return events
 
 
 def trace_document(timeline: Timeline) -> dict[str, Any]:
     """The JSON Object Format: ``{"traceEvents": [...], "displayTimeUnit": "ms", ...}``."""
-    other = {"tool": "pytest-neuron", "run_id": timeline.run_id, "epoch_s": timeline.start}
+    other = {
+        "tool": "pytest-neuron",
+        "run_id": timeline.run_id,
+        "command": timeline.command,
+        "epoch_s": timeline.start,
+        "duration_s": round(timeline.duration, 6),
+    }
     return {"traceEvents": trace_events(timeline), "displayTimeUnit": "ms", "otherData": other}
 
 
@@ -276,6 +364,9 @@ class Trace:
         *,
         pool: Iterable[int] = (),
         settle: float = 2.0,
+        lock_dir: Path | None = None,
+        physical: Mapping[int, tuple[int, ...]] | None = None,
+        sample_every: float = SAMPLE_EVERY,
     ) -> None:
         self.path = Path(os.path.abspath(path))
         self.role, self.run_id, self.settle = role, run_id, settle
@@ -284,13 +375,22 @@ class Trace:
         self.records: list[dict[str, Any]] = []
         self._fd: int | None = None
         self.closed = False
+        self.others: OtherRuns | None = None
+        self.written: tuple[str, str] | None = None  # the JSON trace and the HTML timeline, once written
         if role == "worker":
             self.parts.mkdir(parents=True, exist_ok=True)
             part = self.parts / f"{run_id}-{self.worker}-{os.getpid()}.jsonl"
             self._fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         else:
+            from ..core.cmdline import this_command
+
             self.path.parent.mkdir(parents=True, exist_ok=True)  # an unusable PATH fails here, not at the end
-            self._emit({"kind": "run", "run_id": run_id, "pool": sorted(pool), "t": time.time()})
+            rec = {"kind": "run", "run_id": run_id, "pool": sorted(pool), "command": this_command()}
+            self._emit({**rec, "t": time.time()})
+            if lock_dir is not None:
+                lanes = physical if physical is not None else {core: (core,) for core in pool}
+                self.others = OtherRuns(lock_dir, lanes, sample_every)
+                self.others.start()
 
     def _emit(self, record: dict[str, Any]) -> None:
         record = {**record, "worker": self.worker, "pid": os.getpid()}
@@ -332,6 +432,9 @@ class Trace:
         """End this process's recording; in the owning process, merge and write PATH and its HTML."""
         if self.closed:
             return
+        if self.others is not None:
+            for rec in self.others.stop():
+                self._emit(rec)
         self._emit({"kind": "close", "t": time.time()})
         self.closed = True
         if self._fd is not None:
@@ -343,9 +446,115 @@ class Trace:
         _write_atomic(self.path, json.dumps(trace_document(timeline), indent=None) + "\n")
         from .timeline_html import render_html
 
-        _write_atomic(html_path(self.path), render_html(timeline, title=f"pytest-neuron run {self.run_id}"))
+        _write_atomic(html_path(self.path), render_html(timeline))
+        self.written = (str(self.path), str(html_path(self.path)))
         for part in parts:
             with contextlib.suppress(OSError):
                 part.unlink()
         with contextlib.suppress(OSError):
             self.parts.rmdir()
+
+
+class OtherRuns:
+    """A daemon thread that looks at the lock directory every ``every`` seconds, taking no lock.
+
+    It remembers every lease (by lease id) and every reserved window (by
+    waiter ticket) it saw on this run's cores, from when it was first to last
+    seen (a lease from its record's ``since``); :meth:`stop` returns them as
+    ``other`` records.  Which of them are this run's own is decided at merge.
+    """
+
+    def __init__(self, lock_dir: Path, physical: Mapping[int, tuple[int, ...]], every: float) -> None:
+        self.lock_dir, self.every = lock_dir, every
+        self.lane_of = {p: core for core, cores in physical.items() for p in cores}
+        self.seen: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        # No thread across a fork (pytest-forked in a single process): Python 3.12 warns about
+        # forking a multi-threaded process, and a suite with -W error would fail on it.
+        os.register_at_fork(before=self._pause, after_in_parent=self._resume)
+
+    def start(self) -> None:
+        self._running = True
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._running and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="pytest-neuron-trace", daemon=True)
+            self._thread.start()
+
+    def _pause(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a sample that fails (a directory being changed) is skipped
+                self.sample(time.time())
+            if self._stop.wait(self.every):
+                return
+
+    def sample(self, now: float) -> None:
+        from ..status import HELD, read_report
+
+        domain = read_report(self.lock_dir, "the trace").domain
+        if domain is None:
+            return
+        for c in domain.cores:
+            h, lane = c.holder, self.lane_of.get(c.core)
+            if h is None or c.state != HELD or lane is None or h.pid == os.getpid():
+                continue  # free, or this run's own (the xdist controller's reservation of the run)
+            rec = self.seen.setdefault(
+                f"lease {h.lease_id}",
+                {
+                    "kind": "other",
+                    "what_kind": "lease",
+                    "lease_id": h.lease_id,
+                    "cores": [],
+                    "start": min(float(h.since), now),
+                    "holder_pid": h.pid,
+                    "who": f"{h.user}@{h.host}",
+                    "what": h.test or (h.worker if isinstance(h.worker, str) else "reservation") or "",
+                    "command": h.command,
+                },
+            )
+            if lane not in rec["cores"]:
+                rec["cores"].append(lane)
+            rec["end"] = now
+        for w in domain.waiters:
+            lanes = sorted({self.lane_of[p] for p in w.reserved if p in self.lane_of})
+            if not w.alive or not lanes:
+                continue
+            rec = self.seen.setdefault(
+                f"reservation {w.ticket}",
+                {
+                    "kind": "other",
+                    "what_kind": "reservation",
+                    "cores": lanes,
+                    "start": now,
+                    "holder_pid": w.pid,
+                    "who": "",
+                    "what": f"{w.what} waits for {w.k} cores, reserves them",
+                    "command": "",
+                },
+            )
+            rec["end"] = now
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._running = False
+        self._pause()
+        with contextlib.suppress(Exception):
+            self.sample(time.time())
+        return [{**rec, "cores": sorted(rec["cores"])} for rec in self.seen.values()]
+
+
+def finish_run(trace: Trace, lease: Lease | None, devices: list[str]) -> None:
+    """Close the owning process's trace at the end of the session, before the terminal summary
+    names it; its own slice, released after that, is recorded as released now."""
+    if lease is not None:
+        trace.release(lease, pinned=bool(devices))
+    trace.close()

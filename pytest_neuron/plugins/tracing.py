@@ -19,7 +19,13 @@ class TracePlugin:
         plan, topo = context.plan, context.plan.topology
         assert topo is not None
         self.trace = Trace(
-            str(plan.value("trace")), context.role, context.worker, plan.run_id, pool=topo.cores
+            str(plan.value("trace")),
+            context.role,
+            context.worker,
+            plan.run_id,
+            pool=topo.cores,
+            lock_dir=plan.lock_root,
+            physical=topo.physical,
         )
         context.trace = self.trace
         # the slice was leased in pytest_load_initial_conftests, before the trace existed

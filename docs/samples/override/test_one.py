@@ -1,0 +1,6 @@
+import pytest
+
+
+@pytest.mark.neuron
+def test_one():
+    pass
