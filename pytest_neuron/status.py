@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 from .core.cmdline import as_typed, path_dirs
 from .core.coreset import format_coreset
-from .host.detect import HOST_ROOT_ENV, NEURON_LS_ENV, NEURON_LS_TIMEOUT
+from .core.topology import NEURON_LS_TIMEOUT
+from .host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
 from .host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
 from .locks.holders import RECORD_NAME, Holder, read_record
 from .locks.lockdir import (

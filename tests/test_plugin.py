@@ -82,7 +82,7 @@ def test_help_shows_the_neuron_group_and_ini_keys(pytester: pytest.Pytester) -> 
         assert f"  {ini} ({kind}):" in text, ini
     # choices as the placeholder, and every default written one way
     assert "--neuron-scope={worker,test}" in group
-    assert "--neuron-order={biggest-first,collected}" in group
+    assert "--neuron-order={biggest-first,durations,collection}" in group
     assert "--neuron-cores-per-worker=N" in group
     assert "--neuron-trace=PATH" in group
     flat = " ".join(group.split())
@@ -860,7 +860,8 @@ def test_neuron_section_layout_and_quiet_levels(pytester: pytest.Pytester, lock_
     lines = run(pytester, *common).outlines
     rule = next(i for i, line in enumerate(lines) if re.fullmatch(r"=+ neuron =+", line))
     assert lines[rule + 1] == "this process held cores 0-3"  # no blank line under the rule
-    assert "this process held cores 0-3" in run(pytester, *common, "-q").outlines
+    quiet = run(pytester, *common, "-q").outlines  # -q: only what went wrong (issue 16 item 3)
+    assert not [line for line in quiet if "held cores" in line or re.fullmatch(r"=+ neuron =+", line)]
     quieter = run(pytester, *common, "-qq")
     assert quieter.ret == pytest.ExitCode.OK
     assert not [line for line in quieter.outlines if "neuron" in line or "held cores" in line]

@@ -262,8 +262,7 @@ ORDER = Spec(
     parse_order,
     None,
     "test scope: the order tests start in: biggest-first (most cores first), durations (by the "
-    "last run's durations, from pytest's cache) or collection; default durations once a run "
-    "recorded some, else biggest-first",
+    "last run's durations, from pytest's cache) or collection",
     env="PYTEST_NEURON_ORDER",
 )
 TRACE = Spec(
@@ -306,7 +305,7 @@ LNC = Spec(
     parse_lnc,
     None,
     "NEURON_LOGICAL_NC_CONFIG for each test, 1 or 2; its window is numbered at that LNC and locked by "
-    "physical core (default: the pool's LNC)",
+    "physical core",
     env="NEURON_LOGICAL_NC_CONFIG",
 )
 

@@ -42,6 +42,7 @@ METAVARS = {
     "log_level": "LEVEL",
     "log_location": "{" + ",".join(LOG_LOCATIONS) + "}",
     "exec_timeout": "SECONDS",
+    "lnc": "{1,2}",
 }
 #: the default of each setting in words, where the value alone would not say it
 DEFAULT_TEXT = {
@@ -50,6 +51,8 @@ DEFAULT_TEXT = {
     "port_base": str(DEFAULT_PORT_BASE),
     "require": "off",
     "trace": "off",
+    "order": "durations once a run recorded durations, else biggest-first",
+    "lnc": "the pool's LNC",
 }
 FLAGS = (VALIDATE_HASH, REQUIRE)  # given means True
 
