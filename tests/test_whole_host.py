@@ -62,8 +62,8 @@ def test_ranks(world_size, tmp_path):
 def test_cores_are_locked_and_named(neuron_cores):
     out = subprocess.run([sys.executable, "-m", "pytest_neuron", "status", "--json",
                           "--lock-dir", os.environ["LOCK_DIR"]], capture_output=True, text=True, check=True)
-    held = [c for c in json.loads(out.stdout)["cores"] if c["state"] == "held"]
-    assert len(held) == 8, out.stdout
+    leases = [row for row in json.loads(out.stdout)["leases"] if row["state"] == "held"]
+    assert sum(len(row["physical_core_list"]) for row in leases) == 8, out.stdout
     assert neuron_cores.visible_cores == "0-7" and neuron_cores.physical == tuple(range(8))
     print("VISIBLE", os.environ.get("NEURON_RT_VISIBLE_CORES"), "KEY" , "PYTEST_NEURON_KEY" in os.environ)
 """

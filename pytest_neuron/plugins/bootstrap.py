@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.handdown import HANDOFF_ENV
+from ..core.handdown import HANDOFF_ENV, HOST_ENV
 from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
@@ -68,11 +68,13 @@ def detector(env: Mapping[str, str]) -> Callable[[], tuple[Host | None, bool]]:
 
     def detect() -> tuple[Host | None, bool]:
         from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV, detect_host
-        from ..host.hostcache import inherited_host
 
-        inherited = inherited_host(env)
-        if inherited is not None:
-            return inherited, False
+        if HOST_ENV in env:
+            from ..host.hostcache import inherited_host
+
+            inherited = inherited_host(env)
+            if inherited is not None:
+                return inherited, False
         root = Path(env.get(HOST_ROOT_ENV, "/"))
         if env.get(NEURON_LS_ENV):
             return detect_host(root=root, neuron_ls=tuple(env[NEURON_LS_ENV].split()), env=env), True

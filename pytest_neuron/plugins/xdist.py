@@ -187,9 +187,11 @@ class XdistHooks:
             self.worker_summaries[summary["worker"]] = summary
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        changes = {w: s["overrides"] for w, s in self.worker_summaries.items() if s.get("overrides")}
+        if not changes:
+            return
         from .reporting import emit_warning, overrides_warning
 
-        changes = {w: s["overrides"] for w, s in self.worker_summaries.items() if s.get("overrides")}
         for var, text in overrides_warning(changes):
             emit_warning(session.config, text, var)
 
