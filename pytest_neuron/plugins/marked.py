@@ -77,6 +77,7 @@ class MarkedTests:
         need = need_of(item, self.pool_size)
         if not (self.worker_scope and need.wants):
             return (yield)  # test scope sets every per-test variable with the lease
+        self._lease_lazily(need)  # before the test's variables: they include the slice's ports
         env = self.context.marker_env(need)
         if not env:
             return (yield)
@@ -88,6 +89,14 @@ class MarkedTests:
             from .reporting import report_overrides
 
             report_overrides(self.context)
+
+    def _lease_lazily(self, need: Need) -> None:
+        """A run nested in a lease takes its slice when its first test that asks for cores starts."""
+        ctx = self.context
+        if need.error is None and ctx.lazy and ctx.state.lease is None and ctx.state.error is None:
+            ctx.lease_process_slice()
+            if ctx.state.lease is not None:
+                ctx.export(ctx.default_env())
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -103,13 +112,8 @@ class MarkedTests:
         problem = None if topo is None else lnc_problem(topo, ctx.lnc_of(need), "worker", item.nodeid)
         if problem is not None:
             pytest.fail(problem, pytrace=False)
-        if ctx.lazy and ctx.state.lease is None:
-            if ctx.state.error is None:
-                ctx.lease_process_slice()
-                if ctx.state.lease is not None:
-                    ctx.export(ctx.default_env())
-            if ctx.state.error is not None:
-                pytest.fail(ctx.state.error, pytrace=False)
+        if ctx.lazy and ctx.state.lease is None and ctx.state.error is not None:
+            pytest.fail(ctx.state.error, pytrace=False)
         have = self.context.state.lease
         if have is not None and need.cores > len(have.cores):
             pytest.fail(
