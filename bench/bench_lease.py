@@ -191,14 +191,11 @@ def takeover_after_kill(root: Path, rounds: int) -> list[float]:
 
 
 def header(root: Path) -> str:
-    import filelock
-
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join(
         [
             f"machine:  {os.cpu_count()} CPUs ({affinity} usable), {platform.platform()}",
             f"python:   {platform.python_implementation()} {platform.python_version()}",
-            f"filelock: {filelock.__version__}",
             f"lock dir: {root}",
         ]
     )

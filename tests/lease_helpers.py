@@ -277,7 +277,7 @@ def other_user(name: str = "nobody") -> tuple[OtherUser | None, str]:
         for python in dict.fromkeys(candidates):
             if not os.path.exists(python):
                 continue
-            probe = [python, "-c", "import filelock, pytest_neuron.locks.lease; print('ok')"]
+            probe = [python, "-c", "import pytest_neuron.locks.lease; print('ok')"]
             try:
                 done = subprocess.run(
                     probe,

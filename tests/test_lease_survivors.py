@@ -23,7 +23,7 @@ from pytest_neuron.core.coreset import parse_coreset
 from pytest_neuron.core.topology import identity_topology
 from pytest_neuron.host.procinfo import proc_state
 from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
-from pytest_neuron.status import STALE, read_report
+from pytest_neuron.locks.status import STALE, read_report
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

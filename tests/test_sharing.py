@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -32,7 +33,6 @@ from e2e_helpers import (
 )
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -260,3 +260,68 @@ def test_after_a_runtime_pinned_the_pool_smaller_tests_run_at_once(
     assert time.monotonic() - started < 30  # no test waited the bound for its own process
     assert "gave up" not in result.stdout.str()
     assert "held by pid" not in result.stdout.str()  # nobody waited for a holder, least of all itself
+
+
+# -- small ones (issue 15 §4) --------------------------------------------------------------------
+def test_stacked_neuron_markers_on_one_test_are_one_clear_error(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.neuron(4)
+        @pytest.mark.neuron(2)
+        def test_stacked():
+            pass
+
+        pytestmark = pytest.mark.neuron(1)
+
+        @pytest.mark.neuron(2)
+        def test_overrides_the_module():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", EIGHT, f"--neuron-lock-dir={lock_dir}")
+    assert_outcomes(result, passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.neuron on test_stacked*::test_stacked: given 2 times (neuron(*), neuron(*));"
+            " give it once"
+        ]
+    )
+
+
+def test_ctrl_c_while_a_serial_run_waits_is_one_line(scenario: Scenario, tmp_path: Path) -> None:
+    holder_py = tmp_path / "holder.py"
+    holder_py.write_text(HOLDER)
+    holder = scenario.procs.start(
+        [sys.executable, str(holder_py), str(scenario.lock_dir), "60"], cwd=tmp_path
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    checkout = scenario.checkout("suite", {"test_whole.py": WHOLE_POOL_TESTS})
+    argv = [*scenario.args(EIGHT, "--neuron-wait-timeout=60"), f"--basetemp={checkout / '.bt'}"]
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv],
+        cwd=checkout,
+        env={**scenario.env(), "E2E_RUN": "waiter"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    scenario.procs.procs.append(waiter)
+    wait_for(lambda: _waiter_registered(scenario.lock_dir), 30, "the run to register as a waiter")
+    os.kill(waiter.pid, signal.SIGINT)
+    out, err = waiter.communicate(timeout=60)
+    text = out + err
+    assert waiter.returncode == pytest.ExitCode.USAGE_ERROR, text
+    assert "Traceback" not in text, text
+    assert "KeyboardInterrupt" not in text, text
+    assert "pytest-neuron: this run was interrupted while waiting for 8 cores" in err, text
+
+
+def _waiter_registered(lock_dir: Path) -> bool:
+    return any(lock_dir.glob("waiters/*.json"))

@@ -18,18 +18,7 @@ import pytest
 
 import pytest_neuron
 from pytest_neuron.__main__ import main
-from pytest_neuron.locks.holders import Holder, current_user
-from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
-from pytest_neuron.status import (
-    FREE,
-    HELD,
-    HELD_NO_RECORD,
-    STALE,
-    classify,
-    collect,
-    resolve_lock_dir,
-)
-from pytest_neuron.status_view import (
+from pytest_neuron.core.status_view import (
     SCHEMA_VERSION,
     ForeignHolder,
     LeaseRow,
@@ -39,6 +28,17 @@ from pytest_neuron.status_view import (
     format_age,
     render_text,
     to_json,
+)
+from pytest_neuron.locks.holders import Holder, current_user
+from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
+from pytest_neuron.locks.status import (
+    FREE,
+    HELD,
+    HELD_NO_RECORD,
+    STALE,
+    classify,
+    collect,
+    resolve_lock_dir,
 )
 
 if TYPE_CHECKING:
@@ -792,7 +792,7 @@ def test_foreign_holders_from_neuron_ls(tmp_path: Path, root: Path) -> None:
 def test_lease_rows_group_cores_by_lease() -> None:
     from dataclasses import replace
 
-    from pytest_neuron.status import CoreStatus, DomainStatus, lease_rows
+    from pytest_neuron.locks.status import CoreStatus, DomainStatus, lease_rows
 
     a, b = replace(_holder(42), lease_id="a" * 16), replace(_holder(43), lease_id="b" * 16)
     cores = (

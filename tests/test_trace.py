@@ -22,20 +22,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_neuron.plugins.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
-from pytest_neuron.plugins.trace import (
+from pytest_neuron.core.timeline import (
     MIN_WAIT,
     LeaseSpan,
     RunSpan,
     Timeline,
-    Trace,
     WaitSpan,
     html_path,
     natural_key,
-    read_parts,
     timeline_from_records,
     trace_document,
 )
+from pytest_neuron.core.timeline_html import fit_text, ink, nice_step, render_html, runs, short_label
+from pytest_neuron.plugins.trace import Trace, read_parts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -556,7 +555,8 @@ def test_trace_module_is_not_imported_without_the_option(pytester: pytest.Pytest
         "import sys\n"
         "def test_not_loaded():\n"
         "    assert 'pytest_neuron.plugins.trace' not in sys.modules\n"
-        "    assert 'pytest_neuron.plugins.timeline_html' not in sys.modules\n"
+        "    assert 'pytest_neuron.core.timeline_html' not in sys.modules\n"
+        "    assert 'pytest_neuron.core.timeline' not in sys.modules\n"
     )
     pytester.runpytest_subprocess("--neuron-cores=0-3", *INNER_ARGS).assert_outcomes(passed=1)
 
@@ -627,7 +627,7 @@ def test_title_names_the_command_not_a_run_id() -> None:
 
 def test_one_wait_definition_for_timeline_and_terminal() -> None:
     from pytest_neuron.core.report import summary_lines, wait_line
-    from pytest_neuron.plugins.timeline_html import summary
+    from pytest_neuron.core.timeline_html import summary
 
     records = [
         lease_rec("t.py::a", [0], T0, wait=1.25),

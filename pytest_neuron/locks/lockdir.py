@@ -14,10 +14,10 @@ lock a new inode while the old holder still holds the old one.
 
 Sharing between Unix users: directories are created world-writable *without*
 the sticky bit and lock files with mode 0o666, so another user can open and
-lock them (filelock 4.2.1+ refuses another user's lock file in a sticky
-directory such as /tmp itself).  An administrator who wants a narrower group
-creates the directory beforehand (for example ``chgrp neuron; chmod 2770``);
-existing directories keep their mode.
+lock them (with ``fs.protected_regular`` the kernel refuses an ``O_CREAT``
+open of another user's file in a sticky directory such as /tmp itself).  An
+administrator who wants a narrower group creates the directory beforehand
+(for example ``chgrp neuron; chmod 2770``); existing directories keep their mode.
 """
 
 from __future__ import annotations

@@ -152,11 +152,16 @@ def _role(config: pytest.Config, early: bool) -> Role | None:
     if not config.pluginmanager.hasplugin("xdist"):
         return "single"
     if early:
-        distributing = _distributing_early(early_cmdline(config))
-        return None if distributing is None else ("controller" if distributing else "single")
-    from .xdist import distributing as xdist_distributing
+        known = _distributing_early(early_cmdline(config))
+        return None if known is None else ("controller" if known else "single")
+    return "controller" if distributing(config) else "single"
 
-    return "controller" if xdist_distributing(config) else "single"
+
+def distributing(config: pytest.Config) -> bool:
+    """Whether xdist distributes this run (known from ``pytest_configure`` on)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
 def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
@@ -282,7 +287,7 @@ def configure(config: pytest.Config) -> NeuronContext | None:
 
 def _check_workers(context: NeuronContext) -> None:
     from ..core.coreset import format_coreset
-    from .xdist import count_workers
+    from ..core.workers import count_workers
 
     workers = count_workers(context.config.getoption("tx", None))
     plan = context.plan

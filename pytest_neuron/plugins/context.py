@@ -101,7 +101,7 @@ class NeuronContext:
 
     @property
     def manager(self) -> LeaseManager:
-        """This process's lease manager, created on first use (it imports filelock)."""
+        """This process's lease manager, created on first use (it imports the lock protocol)."""
         if self._manager is None:
             from ..locks.lease import LeaseManager
 
@@ -194,6 +194,12 @@ class NeuronContext:
             lease = self.acquire(size, who=self.who, worker=self.worker or "pytest", test=None)
         except LeaseWaitFailed as exc:
             self.state.error = str(exc)
+            self.state.failed_wait = (started, time.time(), size)
+            return
+        except KeyboardInterrupt:
+            # Ctrl-C while waiting (before conftests, where pytest has no handler yet): one line,
+            # and the run ends as one without cores, not with a traceback
+            self.state.error = f"pytest-neuron: {self.who} was interrupted while waiting for {size} cores"
             self.state.failed_wait = (started, time.time(), size)
             return
         self.state.lease = lease

@@ -63,6 +63,15 @@ def classify_item(
     marker = item.get_closest_marker(MARKER)
     if marker is None and not uses_fixture:
         return UNMARKED
+    own = [m for m in item.own_markers if m.name == MARKER]
+    if len({(m.args, tuple(sorted(m.kwargs.items(), key=str))) for m in own}) > 1:
+        # stacked markers on one test (a marker nearer the test overriding one on its class or
+        # module is fine): which one was meant is not ours to guess
+        given = ", ".join(_shown(m) for m in own)
+        return Need(
+            wants=True,
+            error=f"@pytest.mark.neuron on {item.nodeid}: given {len(own)} times ({given}); give it once",
+        )
     return classify(
         None if marker is None else (marker.args, marker.kwargs),
         uses_fixture,
@@ -71,6 +80,11 @@ def classify_item(
         params=call_params(item),  # cores="tp_degree": the count from this item's parameters
         pool_lnc=pool_lnc,
     )
+
+
+def _shown(mark: pytest.Mark) -> str:
+    parts = [repr(a) for a in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()]
+    return f"neuron({', '.join(parts)})"
 
 
 def need_of(item: pytest.Item, pool_size: int | None) -> Need:

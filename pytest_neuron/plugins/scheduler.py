@@ -59,7 +59,7 @@ import pytest
 
 from ..core.ordering import Record, estimates, ranking, records_from, records_to
 from ..core.placement import choose_window, reservation_window
-from .xdist import count_workers
+from ..core.workers import count_workers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence

@@ -19,29 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..core.workers import count_workers
 from .keys import CONTEXT_KEY
 
 if TYPE_CHECKING:
     from ..core.topology import Topology
     from .context import NeuronContext
-
-
-def count_workers(tx: list[str] | None) -> int:
-    """How many workers xdist starts for ``--tx`` specs: ``3*popen`` counts three.
-
-    The same reading as xdist's own (``parse_tx_spec_config``, which is not a
-    public API): the text before the first ``*`` (for a spec without one,
-    every character but the last, as xdist slices it) read as a whole number
-    is how many workers the spec stands for; any other spec is one.
-    tests/test_xdist.py compares the two and fails loudly if xdist changes.
-    """
-    count = 0
-    for spec in tx or ():
-        try:
-            count += max(0, int(spec[: spec.find("*")]))
-        except ValueError:
-            count += 1
-    return count
 
 
 def _cpu_count() -> int:
@@ -223,8 +206,4 @@ def worker_output(config: pytest.Config) -> dict[str, Any] | None:
     return output if isinstance(output, dict) else None
 
 
-def distributing(config: pytest.Config) -> bool:
-    """Whether xdist distributes this run (known from ``pytest_configure`` on)."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return False
-    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+__all__ = ["XdistHooks", "count_workers", "sub_topology", "worker_output"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_neuron.core.coreset import CoreSetError, format_coreset, parse_coreset, runs
-from pytest_neuron.testing import log
+from pytest_neuron.testing.log import LOG_NAME, append_event, end_event, start_event, take_over
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -80,7 +80,7 @@ class FakeHost:
         root = Path(os.path.abspath(self.fake_dir))
         for name, value in (("fake_dir", root), ("driver_dir", root / "driver"), ("dev_dir", root / "dev")):
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "log_file", root / log.LOG_NAME)
+        object.__setattr__(self, "log_file", root / LOG_NAME)
         for name in ("cores", "cores_per_device"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -181,7 +181,7 @@ class RuntimeHandle:
                 return
             self._closed = True
             try:
-                log.append_event(self.host.log_file, log.end_event(self.reservation_id))
+                append_event(self.host.log_file, end_event(self.reservation_id))
             finally:
                 _close_all(self._fds)
                 if _REGISTRY.handle is self:
@@ -298,8 +298,8 @@ def _reserve(host: FakeHost, request: tuple[int, ...] | int, open_device: bool) 
                     f"{_ALLOC} NeuronCore(s) not available - Requested:{_span(request)} Available:{available}"
                 )
             fds.append(fd)
-        log.take_over([host.driver_dir / f"nc{core}.holder" for core in physical], host.log_file, ident)
-        log.append_event(host.log_file, log.start_event(ident, pid, physical))
+        take_over([host.driver_dir / f"nc{core}.holder" for core in physical], host.log_file, ident)
+        append_event(host.log_file, start_event(ident, pid, physical))
         started = True
         devices = tuple(sorted({host.device_of(core) for core in request}))
         if open_device:
@@ -307,7 +307,7 @@ def _reserve(host: FakeHost, request: tuple[int, ...] | int, open_device: bool) 
         return RuntimeHandle(host, request, physical, devices, ident, pid, fds)
     except BaseException:
         if started:
-            log.append_event(host.log_file, log.end_event(ident))
+            append_event(host.log_file, end_event(ident))
         _close_all(fds)
         raise
     finally:

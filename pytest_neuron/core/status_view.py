@@ -1,5 +1,8 @@
 """What ``pytest-neuron status`` shows, built from plain data: pure, no I/O.
 
+(Longer than the package's other modules on purpose: the text table and the JSON document are two
+renderings of one view and share its row model.)
+
 The reading side (status.py) turns whatever the lock directory holds into
 :class:`View`: one :class:`LeaseRow` per lease (not per core), one
 :class:`WaitRow` per waiting request, the :class:`Run` each belongs to, the
@@ -35,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.coreset import format_coreset
+from .coreset import format_coreset
 
 SCHEMA_VERSION = 2
 HELD, HELD_NO_RECORD, FREE, STALE = "held", "held (no record)", "free", "stale record"

@@ -1,5 +1,10 @@
 """``pytest-neuron status``: which physical NeuronCores are held, by which run, and who waits.
 
+(Longer than the package's other modules on purpose: it reads every source the status command
+shows, the holder and waiter records of a domain and its nested domains, /proc/locks, the processes
+behind them and foreign holders, into one snapshot without taking a lock; the rendering is
+core/status_view.py.)
+
 It reads a lock domain (see locks/lockdir.py) *without taking any lock*, not
 even a probe flock, which would make a concurrent non-blocking acquire fail.
 Whether a core is locked comes from ``/proc/locks``, matched by device and
@@ -11,7 +16,7 @@ a lease that began or ended meanwhile.
 
 This module only reads: :func:`read_report` gives the per-core state
 (:func:`classify`, :func:`lease_rows`), and :func:`collect` turns it, ``/proc``
-and ``neuron-ls`` into a :class:`~pytest_neuron.status_view.View` (one row per
+and ``neuron-ls`` into a :class:`~pytest_neuron.core.status_view.View` (one row per
 lease, the run of each, foreign holders, the pool), which status_view.py
 renders.  The record layout is known here alone.
 """
@@ -29,22 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core.cmdline import as_typed, path_dirs
-from .core.coreset import format_coreset
-from .core.topology import NEURON_LS_TIMEOUT
-from .host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
-from .host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
-from .locks.holders import RECORD_NAME, Holder, read_record
-from .locks.lockdir import (
-    DEFAULT_LOCK_DIR,
-    LOCK_DIR_ENV,
-    PROC_LOCKS,
-    LockTable,
-    find_lock,
-    read_proc_locks,
-)
-from .locks.waiters import read_waiters
-from .status_view import (
+from ..core.cmdline import as_typed, path_dirs
+from ..core.coreset import format_coreset
+from ..core.status_view import (
     FREE,
     HELD,
     HELD_NO_RECORD,
@@ -56,11 +48,24 @@ from .status_view import (
     View,
     WaitRow,
 )
+from ..core.topology import NEURON_LS_TIMEOUT
+from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
+from ..host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
+from .holders import RECORD_NAME, Holder, read_record
+from .lockdir import (
+    DEFAULT_LOCK_DIR,
+    LOCK_DIR_ENV,
+    PROC_LOCKS,
+    LockTable,
+    find_lock,
+    read_proc_locks,
+)
+from .waiters import read_waiters
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from .core.topology import Host
+    from ..core.topology import Host
 
 __all__ = ["FREE", "HELD", "HELD_NO_RECORD", "STALE", "StatusError", "collect", "resolve_lock_dir"]
 
@@ -407,8 +412,8 @@ def run_neuron_ls(env: Mapping[str, str]) -> object | None:
 
 def find_host(env: Mapping[str, str]) -> tuple[Host | None, object | None]:
     """This host's cores (neuron-ls, else /dev/neuron*) and neuron-ls's raw output."""
-    from .core.topology import TopologyError, host_from_neuron_ls
-    from .host.detect import detect_with_dev
+    from ..core.topology import TopologyError, host_from_neuron_ls
+    from ..host.detect import detect_with_dev
 
     data = run_neuron_ls(env)
     if data is not None:

@@ -14,12 +14,12 @@ import time
 from html import escape
 from typing import TYPE_CHECKING
 
-from ..core.coreset import format_coreset
-from ..core.report import wait_line
-from .trace import RunSpan
+from .coreset import format_coreset
+from .report import wait_line
+from .timeline import RunSpan
 
 if TYPE_CHECKING:
-    from .trace import LeaseSpan, OtherSpan, Timeline, WaitSpan
+    from .timeline import LeaseSpan, OtherSpan, Timeline, WaitSpan
 
 WIDTH, LEFT, RIGHT, TOP = 1400, 96, 24, 34
 WORKER_LANE = 16
