@@ -213,6 +213,7 @@ def _patterns() -> list[tuple[re.Pattern[str], str]]:
         (re.compile(r"\b\d{1,2}:\d{2}:\d{2}\b"), "#time"),
         (re.compile(r"\b\d+m\d{2}s\b|\b\d+(\.\d+)?s\b"), "#s"),
         (re.compile(r"\b\d+\.\d+\b"), "#n"),
+        (re.compile(r"\b[0-9a-f]{12}-[0-9a-f]{8}\b"), "#key"),  # PYTEST_NEURON_KEY: run id, lease
         (re.compile(r"\b[0-9a-f]{12,}\b"), "#hex"),
         (re.compile(r"\bgw\d+\b"), "gw#"),  # which worker gets which slice or test varies
         (re.compile(r"(?<!localhost:)(?<!PORT=)\b\d{3,}(\.\d+)?\b"), "#n"),  # ports are kept
