@@ -32,7 +32,7 @@ from pytest_neuron.locks.lease import LeaseManager
 from pytest_neuron.testing import ENV_CORES, ENV_DIR, LogSummary, check_log, summarize_log
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 POOL_SIZE = 32
 POOL = f"0-{POOL_SIZE - 1}"
@@ -360,3 +360,23 @@ class Scenario:
 
     def read_records(self) -> list[dict[str, Any]]:
         return read_records(self.records)
+
+
+# -- fixtures the end-to-end modules share (imported by them: pytest finds imported fixtures) -----
+@pytest.fixture(name="procs")
+def procs_fixture() -> Iterator[Procs]:
+    """Processes this test starts; every group is killed when it ends."""
+    started = Procs()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture(name="scenario")
+def scenario_fixture(
+    neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock_dir: Path, procs: Procs
+) -> Scenario:
+    """A 32-core fake host for the runs this test starts (and their lock directory)."""
+    fake = tmp_path / "fake-host"
+    for name, value in fake_env(fake).items():
+        monkeypatch.setenv(name, value)
+    return Scenario(tmp_path, lock_dir, fake, procs)

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import assert_outcomes
-from e2e_helpers import POOL_ARG, Procs, pytest_command, text_of
+from e2e_helpers import (
+    POOL_ARG,
+    Procs,
+    procs_fixture,  # noqa: F401  (a fixture: pytest finds it imported)
+    pytest_command,
+    text_of,
+)
 from lease_helpers import other_user, shared_tmpdir
 from topology_fixtures import fake_root
 
@@ -33,13 +39,6 @@ pytestmark = pytest.mark.usefixtures("neuron_env")
 
 ACCEPTED_FORMS = "expected an index '4', a range '4-7', or a comma list such as '0-3,8'"
 SUITE = "def test_a():\n    pass\n"
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    started = Procs()
-    yield started
-    started.cleanup()
 
 
 @pytest.fixture

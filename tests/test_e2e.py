@@ -26,14 +26,12 @@ import re
 import signal
 import time
 from itertools import combinations
-from typing import TYPE_CHECKING
 
 import pytest
 from conftest import assert_outcomes
-from e2e_helpers import (
+from e2e_helpers import (  # noqa: F401  (fixtures: pytest finds them imported)
     POOL,
     POOL_SIZE,
-    Procs,
     Scenario,
     assert_disjoint_slices,
     assert_every_core_free,
@@ -42,40 +40,19 @@ from e2e_helpers import (
     assert_runtime_log_clean,
     contiguous,
     cores_of,
-    fake_env,
     gone,
+    procs_fixture,
+    scenario_fixture,
     text_of,
     wait_for,
     worker_slices,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.usefixtures("neuron_env")
 
 #: The most seconds the workers of a SIGKILLed controller may outlive it (watchdog: 0.5 s polls,
 #: 2 s grace for the children's SIGTERM), with room for a loaded 2-core machine.
 ORPHAN_DEADLINE = 8.0
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    started = Procs()
-    yield started
-    started.cleanup()
-
-
-@pytest.fixture
-def scenario(
-    neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock_dir: Path, procs: Procs
-) -> Scenario:
-    """A 32-core fake host for the runs this test starts (and their lock directory)."""
-    fake = tmp_path / "fake-host"
-    for name, value in fake_env(fake).items():
-        monkeypatch.setenv(name, value)
-    return Scenario(tmp_path, lock_dir, fake, procs)
 
 
 def finish(scenario: Scenario, result: pytest.RunResult, *, reservations: int) -> None:

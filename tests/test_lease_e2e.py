@@ -13,47 +13,25 @@ import contextlib
 import json
 import os
 import signal
-from typing import TYPE_CHECKING
 
 import pytest
 from conftest import assert_outcomes
-from e2e_helpers import (
+from e2e_helpers import (  # noqa: F401  (fixtures: pytest finds them imported)
     POOL,
-    Procs,
     Scenario,
     assert_every_core_free,
     assert_no_runtime_conflict,
     assert_runtime_log_clean,
-    fake_env,
     gone,
+    procs_fixture,
+    scenario_fixture,
     text_of,
     wait_for,
 )
 
 from pytest_neuron.host.procinfo import proc_state
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
 pytestmark = [pytest.mark.usefixtures("neuron_env"), pytest.mark.slow]
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    started = Procs()
-    yield started
-    started.cleanup()
-
-
-@pytest.fixture
-def scenario(
-    neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock_dir: Path, procs: Procs
-) -> Scenario:
-    fake = tmp_path / "fake-host"
-    for name, value in fake_env(fake).items():
-        monkeypatch.setenv(name, value)
-    return Scenario(tmp_path, lock_dir, fake, procs)
 
 
 #: A test that starts the fake runtime in a subprocess on its cores (for ``SECONDS``) and then hangs.

@@ -18,44 +18,26 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import assert_outcomes
-from e2e_helpers import (
-    Procs,
+from e2e_helpers import (  # noqa: F401  (fixtures: pytest finds them imported)
     Scenario,
     assert_every_core_free,
     assert_no_overlap_in_time,
     assert_no_runtime_conflict,
     assert_runtime_log_clean,
-    fake_env,
     gone,
+    procs_fixture,
+    scenario_fixture,
     text_of,
     wait_for,
     worker_slices,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.usefixtures("neuron_env")
 
 EIGHT = "--neuron-cores=0-7"
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    started = Procs()
-    yield started
-    started.cleanup()
-
-
-@pytest.fixture
-def scenario(
-    neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock_dir: Path, procs: Procs
-) -> Scenario:
-    fake = tmp_path / "fake-host"
-    for name, value in fake_env(fake).items():
-        monkeypatch.setenv(name, value)
-    return Scenario(tmp_path, lock_dir, fake, procs)
 
 
 # -- three whole-pool runs at once --------------------------------------------------------------

@@ -75,14 +75,13 @@ def _which(name: str, env: Mapping[str, str], root: Path) -> str | None:
     return found
 
 
-def detect_with_neuron_ls(
+def neuron_ls_output(
     command: Sequence[str] | None, env: Mapping[str, str], *, root: Path = Path("/")
-) -> Host | None:
-    """Provider 4: run ``neuron-ls --json-output`` (or ``command``) and parse it.
-
-    ``None`` when the command does not exist, fails, times out or prints
-    something unusable; the reason is logged on the ``pytest_neuron`` logger.
-    A bare command name not on ``PATH`` is also looked for in ``root/opt/aws/neuron/bin``.
+) -> str | None:
+    """What ``neuron-ls --json-output`` (or ``command``) prints, or ``None`` when it does not exist,
+    fails or times out (the reason is logged on the ``pytest_neuron`` logger).  A bare command name
+    not on ``PATH`` is also looked for in ``root/opt/aws/neuron/bin``.  The status command reads it
+    too, for ``neuron_processes``.
     """
     argv = tuple(command) if command is not None else DEFAULT_NEURON_LS
     shown = " ".join(argv)
@@ -108,8 +107,19 @@ def detect_with_neuron_ls(
         detail = f": {lines[-1].strip()}" if lines else ""
         _log.warning("%s exited with status %d%s; trying /dev/neuron*", shown, result.returncode, detail)
         return None
+    return result.stdout
+
+
+def detect_with_neuron_ls(
+    command: Sequence[str] | None, env: Mapping[str, str], *, root: Path = Path("/")
+) -> Host | None:
+    """Provider 4: run ``neuron-ls --json-output`` (or ``command``) and parse it; ``None`` when it
+    cannot be run or prints something unusable (logged)."""
+    output = neuron_ls_output(command, env, root=root)
+    if output is None:
+        return None
     try:
-        return host_from_neuron_ls(result.stdout, env)
+        return host_from_neuron_ls(output, env)
     except TopologyError as exc:
         _log.warning("%s; trying /dev/neuron*", exc)
         return None

@@ -27,9 +27,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +46,6 @@ from ..core.status_view import (
     View,
     WaitRow,
 )
-from ..core.topology import NEURON_LS_TIMEOUT
 from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
 from ..host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
 from .holders import RECORD_NAME, Holder, read_record
@@ -384,29 +381,24 @@ def _safe_listdir(path: Path) -> list[str]:
 
 
 def run_neuron_ls(env: Mapping[str, str]) -> object | None:
-    """The parsed output of ``neuron-ls --json-output`` (or ``$PYTEST_NEURON_NEURON_LS``); None on failure."""
-    argv = (
-        env[NEURON_LS_ENV].split() if env.get(NEURON_LS_ENV, "").strip() else ["neuron-ls", "--json-output"]
-    )
-    root = Path(env.get(HOST_ROOT_ENV, "/"))
-    executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    if executable is None and os.sep not in argv[0]:
-        candidate = root / "opt/aws/neuron/bin" / argv[0]
-        executable = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
-    if executable is None:
-        return None
+    """The parsed output of ``neuron-ls --json-output`` (or ``$PYTEST_NEURON_NEURON_LS``); None on failure.
+
+    Quietly: a host without neuron-ls is nothing to warn about in a status report.
+    """
+    import logging
+
+    from ..host.detect import neuron_ls_output
+
+    command = env[NEURON_LS_ENV].split() if env.get(NEURON_LS_ENV, "").strip() else None
+    log = logging.getLogger("pytest_neuron")
+    level, log.level = log.level, logging.CRITICAL
     try:
-        result = subprocess.run(
-            [executable, *argv[1:]],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=dict(env),
-            timeout=NEURON_LS_TIMEOUT,
-            check=False,
-        )
-        return json.loads(result.stdout) if result.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+        output = neuron_ls_output(command, env, root=Path(env.get(HOST_ROOT_ENV, "/")))
+    finally:
+        log.setLevel(level)
+    try:
+        return None if output is None else json.loads(output)
+    except ValueError:
         return None
 
 
