@@ -152,7 +152,8 @@ def test_a_lingering_lease_is_named_in_the_holders_own_timeout(tmp_path: Path, s
     env = {**os.environ, HANDOFF_ENV: handoff_value(mgr.root, lease.cores, lease_id=lease.lease_id)}
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
     stray.append(child.pid)
-    wait_for(lambda: alive(child.pid), 10, "the subprocess")
+    # until it has exec'd: before that, /proc/<pid>/environ still shows the parent's start-up env
+    wait_for(lambda: HANDOFF_ENV.encode() in _environ(child.pid), 10, "the subprocess to start")
     mgr.release(lease)
     assert lease.lingering == (child.pid,)
     with pytest.raises(LeaseTimeout) as info:
@@ -163,3 +164,11 @@ def test_a_lingering_lease_is_named_in_the_holders_own_timeout(tmp_path: Path, s
     again = mgr.acquire(2, timeout=5)  # settled: handed back once the subprocess is gone
     mgr.release(again)
     assert mgr.lingering() == []
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

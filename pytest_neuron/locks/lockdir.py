@@ -27,7 +27,6 @@ import errno
 import fcntl
 import os
 import random
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -68,7 +67,7 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     other users can read the result.  On any error nothing is left behind and
     the ``OSError`` propagates.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:

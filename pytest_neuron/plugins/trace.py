@@ -59,10 +59,10 @@ def _read(path: Path) -> bytes:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    from ..locks.lockdir import atomic_write  # the one write-then-rename of the package
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"))
 
 
 class Trace:
