@@ -2,9 +2,9 @@
 
 libfabric's fabtests define ``--timeout`` themselves.  A hard dependency on pytest-timeout (which
 auto-loads and owns ``--timeout``) stopped such a suite before any test.  ``-p no:timeout`` is how
-these runs stand for "pytest-timeout is not installed": pytest then never imports it.  CI also runs
-the fabtests-shaped example suite in a virtualenv where pytest-timeout is not installed at all
-(``.ci/run``); the tests of what the plugin does *with* pytest-timeout are in tests/test_plugin.py.
+these runs stand for "pytest-timeout is not installed": pytest then never imports it, and the
+installed metadata shows it only as an extra.  The tests of what the plugin does *with*
+pytest-timeout are in tests/test_plugin.py.
 """
 
 from __future__ import annotations
