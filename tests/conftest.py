@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from lease_helpers import Children
 
 #: Arguments of every inner pytest run: no cache files, and no hypothesis plugin
 #: (it costs about a second per xdist worker on this machine).
@@ -79,3 +82,13 @@ def test_fixture(neuron_cores): pass
 
 def test_plain(): pass
 """
+
+
+@pytest.fixture
+def children() -> Iterator[Children]:
+    """Helper processes of the lock tests (tests/lease_helpers.py); all of them killed at the end."""
+    from lease_helpers import Children
+
+    group = Children()
+    yield group
+    group.cleanup()

@@ -41,13 +41,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture
-def children() -> Iterator[Children]:
-    group = Children()
-    yield group
-    group.cleanup()
-
-
 def manager(root: Path, cores: str = "0-3") -> LeaseManager:
     from pytest_neuron.core.topology import identity_topology
 

@@ -48,15 +48,7 @@ from pytest_neuron.locks.holders import Holder, write_record
 from pytest_neuron.locks.lease import TAKEOVER_WAIT, LeaseManager
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    group = Children()
-    yield group
-    group.cleanup()
 
 
 def manager(root: Path, cores: str) -> LeaseManager:

@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def children() -> Iterator[Children]:
-    group = Children()
-    yield group
-    group.cleanup()
-
-
-@pytest.fixture
 def stray() -> Iterator[list[int]]:
     """Pids the test leaves running on purpose; killed at the end."""
     pids: list[int] = []
