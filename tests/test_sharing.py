@@ -134,17 +134,23 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+def hold_every_core(scenario: Scenario, tmp_path: Path, *, seconds: int) -> subprocess.Popen[str]:
+    """Another process that holds cores 0-7 of the scenario's lock directory for ``seconds``."""
+    holder_py = tmp_path / "holder.py"
+    holder_py.write_text(HOLDER)
+    holder = scenario.procs.start(
+        [sys.executable, str(holder_py), str(scenario.lock_dir), str(seconds)], cwd=tmp_path
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_run_on_a_busy_host_says_what_it_waits_for_then_gives_up_once(
     scenario: Scenario, tmp_path: Path, xdist: list[str]
 ) -> None:
-    holder_py = tmp_path / "holder.py"
-    holder_py.write_text(HOLDER)
-    holder = scenario.procs.start(
-        [sys.executable, str(holder_py), str(scenario.lock_dir), "30"], cwd=tmp_path
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_every_core(scenario, tmp_path, seconds=30)
     checkout = scenario.checkout("suite", {"test_whole.py": WHOLE_POOL_TESTS})
     result = scenario.run(checkout, *xdist, EIGHT, "--neuron-wait-timeout=4", E2E_RUN="waiter")
     text = text_of(result)
@@ -275,13 +281,7 @@ def test_stacked_neuron_markers_on_one_test_are_one_clear_error(
 
 
 def test_ctrl_c_while_a_serial_run_waits_is_one_line(scenario: Scenario, tmp_path: Path) -> None:
-    holder_py = tmp_path / "holder.py"
-    holder_py.write_text(HOLDER)
-    holder = scenario.procs.start(
-        [sys.executable, str(holder_py), str(scenario.lock_dir), "60"], cwd=tmp_path
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
+    hold_every_core(scenario, tmp_path, seconds=60)
     checkout = scenario.checkout("suite", {"test_whole.py": WHOLE_POOL_TESTS})
     argv = [*scenario.args(EIGHT, "--neuron-wait-timeout=60"), f"--basetemp={checkout / '.bt'}"]
     waiter = subprocess.Popen(
