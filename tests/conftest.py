@@ -22,6 +22,18 @@ BASE_ARGS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
 _CRASH = re.compile(r"worker '?\w+'? crashed|replacing crashed worker|node down|maximum crashed workers")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _terminal_of_a_user() -> Iterator[None]:
+    """The inner runs print as on a user's 80-column terminal, on CI too: pytest prints every
+    short-summary message in full when ``CI`` or ``BUILD_NUMBER`` is set, and as much of it as
+    fits a wider terminal, which the output checks would see."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CI", raising=False)
+        patch.delenv("BUILD_NUMBER", raising=False)
+        patch.setenv("COLUMNS", "80")
+        yield
+
+
 @pytest.fixture
 def lock_dir(tmp_path: Path) -> Path:
     """A lock directory of this test's own (not created: the plugin creates it)."""
