@@ -86,6 +86,9 @@ def main() -> None:
         work = Path(tmp)
         (work / "empty-host").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURON_", "PYTEST_NEURON_"))}
+        # bytecode cached, as an installed wheel has it: under PYTHONDONTWRITEBYTECODE=1 an editable
+        # install compiles the plugin's modules from source in every process (pytest's are cached)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.update(
             PYTHONHASHSEED="0",
             PYTHONPYCACHEPREFIX=str(work / "pyc"),
@@ -95,9 +98,6 @@ def main() -> None:
         suites = {"plain": work / "plain", "marked": work / "marked"}
         write_suite(suites["plain"], opts.tests, marked=False)
         write_suite(suites["marked"], opts.tests, marked=True)
-        for suite in suites.values():  # warm the bytecode cache
-            warm = [sys.executable, "-m", "pytest", *COMMON]
-            subprocess.run(warm, cwd=suite, env=env, capture_output=True, check=False)
         print(
             f"python {platform.python_version()}, {opts.tests} tests per run, instructions of every process"
         )
@@ -109,6 +109,10 @@ def main() -> None:
                 neuron = (
                     [] if arm == "nopool" else ["--neuron-cores=0-31", f"--neuron-lock-dir={work / 'locks'}"]
                 )
+                # warm each arm, so every module it imports is cached
+                for args in ([*xdist, *neuron], [*xdist, "-p", "no:neuron"]):
+                    warm = [sys.executable, "-m", "pytest", *COMMON, *args]
+                    subprocess.run(warm, cwd=suite, env=env, capture_output=True, check=False)
                 on = instructions(work, f"{arm}-{mode}-on", suite, [*xdist, *neuron], env)
                 off = instructions(work, f"{arm}-{mode}-off", suite, [*xdist, "-p", "no:neuron"], env)
                 print(f"{arm:<8} {mode:<7} {on:>15,} {off:>15,} {on / off:>8.4f}", flush=True)
