@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .plugins.bootstrap import configure, start
+from .plugins.bootstrap import configure, may_distribute, start
 from .plugins.keys import CONTEXT_KEY, PLAN_KEY
-from .plugins.options import add_options
+from .plugins.options import MARKER_DOC, add_options
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,18 +22,16 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    start(early_config, early=True)
     pm = early_config.pluginmanager
-    if pm.hasplugin("xdist") and not pm.has_plugin("neuron-xdist"):
+    if not pm.has_plugin("neuron-xdist") and may_distribute(early_config):
         from .plugins.xdist import XdistHooks
 
         pm.register(XdistHooks(), "neuron-xdist")
-    start(early_config, early=True)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    from .core.marker import MARKER_DOC
-
     config.addinivalue_line("markers", MARKER_DOC)
     configure(config)
 
@@ -57,12 +55,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     context = session.config.stash.get(CONTEXT_KEY, None)
     if context is None or context.plan.topology is None:
         return
-    from .plugins.reporting import report_overrides
-    from .plugins.xdist import worker_output
-
-    report_overrides(context)
-    output = worker_output(session.config)
-    if output is not None:
+    context.report_overrides()
+    output = getattr(session.config, "workeroutput", None)  # xdist's channel back to the controller
+    if isinstance(output, dict):
         output["neuron"] = context.process_summary()
     if context.trace is not None and context.role != "worker":
         from .host.procinfo import open_devices
@@ -100,12 +95,13 @@ def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     """The NeuronCores this test runs with (skips when there are none)."""
     from .plugins.marked import lease_of
     from .plugins.needs import need_of
+    from .plugins.state import cores_for
 
     context = request.config.stash.get(CONTEXT_KEY, None)
     cores = None
     if context is not None and context.plan.topology is not None:
         lnc = context.lnc_of(need_of(request.node, context.plan.pool_size))
-        cores = context.cores_for(*lease_of(context, request.node), lnc=lnc)
+        cores = cores_for(context, *lease_of(context, request.node), lnc=lnc)
     if cores is None:
         pytest.skip("no Neuron cores for this test: no pool (pass --neuron-cores to simulate one)")
     return cores

@@ -790,8 +790,7 @@ def test_foreign_holders_from_neuron_ls(tmp_path: Path, root: Path) -> None:
 
 
 def test_lease_rows_group_cores_by_lease() -> None:
-    from dataclasses import replace
-
+    from pytest_neuron.core.record import replace
     from pytest_neuron.locks.status import CoreStatus, DomainStatus, lease_rows
 
     a, b = replace(_holder(42), lease_id="a" * 16), replace(_holder(43), lease_id="b" * 16)

@@ -7,8 +7,9 @@ the plan (core/plan.py) only holds the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .record import record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -17,7 +18,7 @@ HANDOFF_ENV = "PYTEST_NEURON_LEASE"  # the lease a process holds, for the runs n
 HOST_ENV = "PYTEST_NEURON_HOST"  # what host detection found, for the runs nested in it
 
 
-@dataclass(frozen=True)
+@record
 class Handoff:
     """A lease handed down by one of this process's ancestors (or this process itself)."""
 
@@ -32,7 +33,7 @@ class Handoff:
         return self.root / "nested" / f"{self.pid}-{self.starttime}"
 
 
-@dataclass(frozen=True)
+@record
 class Controller:
     """The xdist controller as its workers know it (it travels in the plan)."""
 

@@ -6,21 +6,14 @@ Parsing is pure: :func:`parse_marker` turns a marker's arguments into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .record import field, record
 from .settings import TEST_SETTINGS, SettingError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-MARKER_DOC = (
-    "neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, validate_hash=None, lnc=None): "
-    "run this test with `cores` NeuronCores of its own (a contiguous window; @pytest.mark.neuron(4) "
-    'means 4 cores; cores="tp_degree" takes the count from that parametrize argument) and, when '
-    "given, these NEURON_RT_* runtime settings; lnc=2 numbers the window at that logical NeuronCore "
-    "config. See pytest-neuron's docs."
-)
 KEYWORDS = ("cores", *(spec.name for spec in TEST_SETTINGS))
 
 
@@ -28,7 +21,7 @@ class MarkerError(ValueError):
     """A bad neuron marker; ``str()`` is the one-line message."""
 
 
-@dataclass(frozen=True)
+@record
 class Request:
     """What one test asks for: a core count and raw runtime settings (validated)."""
 

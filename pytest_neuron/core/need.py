@@ -9,16 +9,17 @@ value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .marker import MarkerError, Request, parse_marker
+from .record import field, record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .marker import Request
 
-@dataclass(frozen=True)
+
+@record
 class Need:
     """``wants``: the test asked for cores (a ``neuron`` marker or the ``neuron_cores`` fixture).
 
@@ -34,7 +35,11 @@ class Need:
 
     @property
     def request(self) -> Request | None:
-        return Request(self.cores, self.settings) if self.wants and self.error is None else None
+        if not self.wants or self.error is not None:
+            return None
+        from .marker import Request
+
+        return Request(self.cores, self.settings)
 
 
 UNMARKED = Need(wants=False)
@@ -53,6 +58,8 @@ def classify(
     """The :class:`Need` of one test from its closest ``neuron`` marker (args, kwargs) and fixtures."""
     if marker is None:
         return FIXTURE_ONLY if uses_fixture else UNMARKED
+    from .marker import MarkerError, parse_marker  # only for a test that has a marker
+
     args, kwargs = marker
     try:
         request = parse_marker(

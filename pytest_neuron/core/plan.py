@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cmdline import this_command
 from .handdown import Controller, Handoff
-from .placement import candidate_windows
+from .record import asdict, field, record, replace
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
 from .topology import Host, Topology, TopologyError, resolve_topology
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 PLAN_ENV = "PYTEST_NEURON_PLAN"
 
 
-@dataclass(frozen=True)
+@record
 class RunPlan:
     topology: Topology | None
     settings: Mapping[str, Resolved[Any]]
@@ -84,6 +83,8 @@ class RunPlan:
         """How many disjoint windows of ``size`` cores the pool holds at once."""
         if self.topology is None:
             return 0
+        from .placement import candidate_windows  # sizing -n auto: not on a serial run's path
+
         taken: set[int] = set()
         count = 0
         for window in candidate_windows(self.topology.cores, size):

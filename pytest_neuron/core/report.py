@@ -131,3 +131,21 @@ def summary_lines(
     if trace is not None:
         info.append(f"trace written to {trace[0]} (Perfetto, chrome://tracing) and {trace[1]} (timeline)")
     return problems if verbosity < 0 else info + problems
+
+
+# -- a variable changed after the plugin set it ----------------------------------------------------
+OVERRIDE_REMEDY = (
+    "by a conftest, fixture or test). A runtime started after the change uses the new value, which this "
+    "run's lease does not cover, so it may collide with other runs; remove the assignment and read the "
+    "cores from the neuron_cores fixture or the environment pytest-neuron sets"
+)
+
+
+def override_text(var: str, expected: str | None, actual: str | None, worker: str | None) -> str:
+    where = f" in {worker}" if worker else ""
+    shown = "unset" if actual is None else repr(actual)
+    plugin = "unset" if expected is None else repr(expected)
+    return (
+        f"{var} was changed{where} after pytest-neuron set it (it set {plugin}, now {shown}; "
+        + OVERRIDE_REMEDY
+    )

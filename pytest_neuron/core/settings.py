@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .record import record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -185,7 +186,7 @@ def parse_lock_dir(value: object, source: str) -> str:
     return os.path.normpath(path)
 
 
-@dataclass(frozen=True)
+@record
 class Spec(Generic[T]):
     """One setting: where it may come from, how it is read, what it defaults to."""
 
@@ -208,7 +209,7 @@ class Spec(Generic[T]):
         return "neuron_" + self.name
 
 
-@dataclass(frozen=True)
+@record
 class Resolved(Generic[T]):
     value: T | None
     source: str

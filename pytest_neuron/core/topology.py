@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeGuard
 
 from pytest_neuron.core.coreset import CoreSetError, format_coreset, parse_coreset
+
+from .record import field, record, replace
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -49,7 +50,7 @@ LNC_FAMILIES = frozenset({"trn2", "trn2u", "trn3"})
 _DEVICE_NAME = re.compile(r"neuron(0|[1-9][0-9]*)")
 
 
-@dataclass(frozen=True)
+@record
 class Topology:
     """The pool of one run.
 
@@ -97,7 +98,7 @@ class TopologyError(ValueError):
     """Unusable topology input; ``str()`` is one line that quotes the value and names its source."""
 
 
-@dataclass(frozen=True)
+@record
 class Host:
     """What detection found on this host (providers 4 and 5).
 

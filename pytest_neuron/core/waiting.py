@@ -8,13 +8,14 @@ seconds; a request that gives up ends with :func:`gave_up_message`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+
+from .record import record
 
 FIRST_NOTICE = 2.0  # seconds before the first waiting line
 REPEAT_NOTICE = 60.0  # seconds between later ones
 
 
-@dataclass(frozen=True)
+@record
 class HolderView:
     """What the user needs to know about one holder of cores they wait for."""
 

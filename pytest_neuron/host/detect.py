@@ -12,10 +12,10 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.record import replace
 from ..core.topology import (
     _DEVICE_NAME,
     DEFAULT_NEURON_LS,

@@ -13,8 +13,9 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from ..core.record import record
 
 PROC = Path("/proc")
 
@@ -32,7 +33,7 @@ STATE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class ProcState:
     exists: bool
     zombie: bool = False

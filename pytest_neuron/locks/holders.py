@@ -24,9 +24,9 @@ import re
 import stat
 import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core.record import record
 from ..host.procinfo import is_running, my_starttime, pid_namespace
 from .lockdir import atomic_write, io_error
 
@@ -52,7 +52,7 @@ def shorten(text: str, limit: int) -> str:
     return text[: keep - keep // 3] + "..." + text[len(text) - keep // 3 :]
 
 
-@dataclass(frozen=True)
+@record
 class Holder:
     pid: int
     starttime: int | None

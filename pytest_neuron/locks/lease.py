@@ -67,11 +67,11 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..core.coreset import format_coreset
 from ..core.placement import candidate_windows, choose_window, reservation_window
+from ..core.record import mutable_record, replace
 from ..host.procinfo import (
     become_subreaper,
     descendants,
@@ -82,13 +82,13 @@ from ..host.procinfo import (
 )
 from .holders import Holder, HolderRecords, new_holder
 from .lockdir import CoreLocks, DomainMutex, LockDirError, MutexTimeout, io_error, prepare_domain
-from .waiters import Waiter, WaiterBoard, available_to, new_ticket, served_first
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from ..core.topology import Topology
+    from .waiters import Waiter, WaiterBoard
 
 TAKEOVER_WAIT = 10.0  # seconds to wait for a dead holder's process to be fully gone
 FOREIGN_TAKEOVER_GRACE = 0.5  # the same, for a holder on another host name, whose exit we cannot watch
@@ -106,7 +106,7 @@ class LeaseTimeout(TimeoutError):
         self.holders = holders
 
 
-@dataclass
+@mutable_record
 class Lease:
     lease_id: str
     cores: tuple[int, ...]
@@ -115,7 +115,7 @@ class Lease:
     domain: Path
     acquired_at: float
     released: bool = False
-    lingering: tuple[int, ...] = field(default=())  # descendants that kept it from being handed back
+    lingering: tuple[int, ...] = ()  # descendants that kept it from being handed back
 
     @property
     def visible_cores(self) -> str:
@@ -150,7 +150,7 @@ class LeaseManager:
         self.fallback_poll = fallback_poll
         self.command = command
         self.adopt_orphans = adopt_orphans
-        self._board = WaiterBoard(root / "waiters")
+        self._waiters: WaiterBoard | None = None
         self._prepared = False
         self._held: set[int] = set()  # physical cores this process holds
         self._locks = CoreLocks(root / "cores", source)
@@ -161,6 +161,16 @@ class LeaseManager:
         self._survivors: dict[str, list[int]] = {}  # dead leases still used, for the timeout message
         self._known_survivors: dict[str, list[tuple[int, int | None]]] = {}
         self._all_physical = frozenset(topology.physical_cores(topology.cores))
+
+    @property
+    def _board(self) -> WaiterBoard:
+        """The waiters of this domain, read and written only when a request waits or others wait
+        (so an uncontended lease never imports waiters.py)."""
+        if self._waiters is None:
+            from .waiters import WaiterBoard
+
+            self._waiters = WaiterBoard(self.root / "waiters")
+        return self._waiters
 
     def prepare(self) -> None:
         """Check and create the lock domain (once per manager); raises LockDirError."""
@@ -211,7 +221,7 @@ class LeaseManager:
             for phys in holder.physical:
                 by_core.setdefault(phys, []).append(holder)
         busy = set(by_core) | self._held
-        allowed = available_to(k, ticket, everything - busy, waiters)
+        allowed = _available_to(k, ticket, everything - busy, waiters)
         checked_records = False
         self._survivors = {}
         for _ in range(len(topo.cores) + 2):
@@ -231,7 +241,7 @@ class LeaseManager:
                 if not maybe:
                     break
                 busy -= maybe
-                allowed = available_to(k, ticket, everything - busy, waiters)
+                allowed = _available_to(k, ticket, everything - busy, waiters)
                 continue
             physical = topo.physical_cores(window)
             taken: list[int] = []
@@ -345,7 +355,6 @@ class LeaseManager:
         start = time.monotonic()
         deadline = start + max(0.0, timeout)
         lease_id = os.urandom(8).hex()
-        board = self._board
         waiter: Waiter | None = None
         bell: int | None = None
         attempt = 0
@@ -360,7 +369,7 @@ class LeaseManager:
                             f"{k} core{'s' if k != 1 else ''} of pool {format_coreset(topo.cores)}: {exc}", []
                         ) from None
                     try:
-                        waiters = board.read() if waiter is not None or self._has_waiters() else []
+                        waiters = self._board.read() if waiter is not None or self._has_waiters() else []
                         ticket = None if waiter is None else waiter.ticket
                         placed, previous, busy = self._try_place(
                             k, lease_id, ticket, waiters, who=(worker, test)
@@ -391,11 +400,11 @@ class LeaseManager:
                     if bell is not None
                     else _sleep_interval(self.poll_interval, attempt, self.fallback_poll)
                 )
-                board.wait(bell, min(deadline - now, pause))
+                self._board.wait(bell, min(deadline - now, pause))
                 attempt += 1
         finally:
             if waiter is not None:
-                board.remove(waiter.ticket, bell)
+                self._board.remove(waiter.ticket, bell)
 
     def _has_waiters(self) -> bool:
         try:
@@ -419,6 +428,8 @@ class LeaseManager:
         topo = self.topology
         if waiter is None:
             windows = tuple(topo.physical_cores(w) for w in candidate_windows(topo.cores, k))
+            from .waiters import new_ticket
+
             return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
         if waiter.waited() < self.fair_after:
             return waiter, bell
@@ -534,7 +545,18 @@ class LeaseManager:
         for waiter in waiters:
             known.update(p for window in waiter.windows for p in window)
         recorded = {p for h in self._records.scan().values() for p in h.physical}
+        from .waiters import served_first
+
         self._board.ring(served_first(known - recorded, waiters))
 
 
 __all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]
+
+
+def _available_to(k: int, ticket: str | None, free: set[int], waiters: list[Waiter]) -> set[int]:
+    """waiters.available_to, without importing waiters.py when nobody waits (then it is ``free``)."""
+    if not waiters:
+        return set(free)
+    from .waiters import available_to
+
+    return available_to(k, ticket, free, waiters)

@@ -42,6 +42,7 @@ LOCK_DIR_ENV = "PYTEST_NEURON_LOCK_DIR"
 DIR_MODE = 0o777
 FILE_MODE = 0o666
 PROC_LOCKS = Path("/proc/locks")
+NESTED = "nested"  # the lock domains handed down to nested runs (locks/nested.py), under a domain
 
 #: ``(major, minor, inode)`` of a flocked file -> pid that took the lock (0: not visible here).
 LockTable = dict[tuple[int, int, int], int]
@@ -224,9 +225,10 @@ class CoreLocks:
         self.source = source
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
+        self._prefix = os.path.join(directory, "core-")  # a string: no Path built per core and lease
 
-    def path(self, phys: int) -> Path:
-        return self.directory / f"core-{phys:04d}.lock"
+    def path(self, phys: int) -> str:
+        return f"{self._prefix}{phys:04d}.lock"
 
     def _fd(self, phys: int) -> int:
         if self._pid != os.getpid():
@@ -304,7 +306,7 @@ def _make_dir(path: Path, source: str) -> None:
         os.chmod(path, DIR_MODE)
 
 
-def check_lock_file(path: Path, source: str) -> None:
+def check_lock_file(path: str | Path, source: str) -> None:
     """Refuse a lock file that is a symlink or not a regular file."""
     try:
         st = os.lstat(path)
@@ -335,13 +337,14 @@ def prepare_domain(root: Path, source: str) -> None:
             raise LockDirError(
                 f"lock directory {str(sub)!r} from {source} is not writable by this user (uid {os.getuid()})"
             )
+    cores = os.path.join(root, "cores")
     try:
-        names = os.listdir(root / "cores")
+        names = os.listdir(cores)
     except OSError as exc:
-        raise io_error("list", root / "cores", exc, source) from None
+        raise io_error("list", cores, exc, source) from None
     for name in names:
         if name.endswith(".lock"):
-            check_lock_file(root / "cores" / name, source)
+            check_lock_file(os.path.join(cores, name), source)
     probe = root / "alloc.lock"
     check_lock_file(probe, source)
     try:

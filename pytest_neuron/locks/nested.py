@@ -25,9 +25,7 @@ import stat
 from pathlib import Path
 
 from ..host.procinfo import is_running, my_starttime
-from .waiters import WaiterBoard
-
-NESTED = "nested"
+from .lockdir import NESTED
 
 
 def domain_name(pid: int, starttime: int | None) -> str:
@@ -55,7 +53,7 @@ def remove_domain(path: Path) -> bool:
     held: list[int] = []
     try:
         for directory, subdirs, files in os.walk(path):
-            if os.path.basename(directory) == "waiters" and WaiterBoard(Path(directory)).read():
+            if os.path.basename(directory) == "waiters" and _waiting(Path(directory)):
                 return False  # a live request still waits here
             for name in files:
                 if not name.endswith(".lock"):
@@ -98,3 +96,16 @@ def sweep_nested(root: Path) -> int:
         with contextlib.suppress(OSError):
             removed += remove_domain(root / NESTED / name)
     return removed
+
+
+def _waiting(directory: Path) -> bool:
+    """Whether a live request waits in the waiters directory ``directory`` (read only if it has
+    records, so that removing an unused domain does not import waiters.py)."""
+    try:
+        if not any(name.endswith(".json") for name in os.listdir(directory)):
+            return False
+    except OSError:
+        pass  # let the board report what it can read
+    from .waiters import WaiterBoard
+
+    return bool(WaiterBoard(directory).read())

@@ -32,9 +32,9 @@ import re
 import select
 import stat
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
+from ..core.record import record
 from ..host.procinfo import is_running, my_starttime, pid_namespace, shared_clock
 from .holders import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file, shorten
 from .lockdir import FILE_MODE, atomic_write, io_error
@@ -49,7 +49,7 @@ MAX_WHAT = 1024
 MAX_WINDOWS = 4096
 
 
-@dataclass(frozen=True)
+@record
 class Waiter:
     ticket: str
     pid: int

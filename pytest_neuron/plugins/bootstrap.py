@@ -12,7 +12,7 @@ Which plugins are registered (each only when it has work):
 
 =================  ============================================================
 no pool            ``NoCores`` (or ``NoCoresRequired``): one collection hook
-controller         ``XdistHooks`` (always, with xdist), ``Records`` in test scope
+controller         ``XdistHooks`` (with ``-n`` or ``--tx``), ``Records`` in test scope
 single, worker     ``Collection``; ``TestLeases`` in test scope; ``MarkedTests``
                    once a collected test asks for cores; ``NoSlice`` /
                    ``RunWithoutCores`` when the slice could not be had;
@@ -137,6 +137,15 @@ def _distributing_early(option: Callable[[str], Any]) -> bool | None:
     return True
 
 
+def may_distribute(config: pytest.Config) -> bool:
+    """Whether this process may be the controller of a distributed run (xdist, ``-n`` or ``--tx``,
+    and not a worker): then the controller's hooks (plugins/xdist.py) are registered, before
+    xdist's own ``pytest_configure`` asks them.  Call after :func:`start`."""
+    if not config.pluginmanager.hasplugin("xdist") or config.stash.get(INHERITED_KEY, False):
+        return False
+    return _distributing_early(early_cmdline(config)) is not False
+
+
 INFO_ONLY = ("help", "version", "markers", "showfixtures", "show_fixtures_per_test", "collectonly")
 
 
@@ -192,13 +201,14 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
     from .context import NeuronContext
 
     context = config.stash[CONTEXT_KEY] = NeuronContext(config, plan, role)
-    from ..locks.lockdir import LockDirError
+    from ..locks.lockdir import NESTED, LockDirError
 
     try:
         context.manager.prepare()
-        from ..locks.nested import sweep_nested
+        if os.path.isdir(plan.lock_root / NESTED):
+            from ..locks.nested import sweep_nested
 
-        sweep_nested(plan.lock_root)  # nested domains of holders that are gone
+            sweep_nested(plan.lock_root)  # nested domains of holders that are gone
     except LockDirError as exc:
         raise pytest.UsageError(str(exc)) from None
     if role == "worker":
@@ -235,10 +245,10 @@ def configure(config: pytest.Config) -> NeuronContext | None:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     plan, pm = context.plan, config.pluginmanager
-    if plan.topology is not None:
+    lnc = context.test_defaults["lnc"]
+    if plan.topology is not None and lnc.value not in (None, plan.topology.lnc):
         from ..core.lnc import run_lnc_problem
 
-        lnc = context.test_defaults["lnc"]
         problem = run_lnc_problem(plan.topology, lnc.value, lnc.source, plan.scope)
         if problem is not None:
             raise pytest.UsageError(problem)
@@ -281,9 +291,7 @@ def configure(config: pytest.Config) -> NeuronContext | None:
         from .tracing import TracePlugin
 
         pm.register(TracePlugin(context), "neuron-trace")
-    from .reporting import report_overrides
-
-    report_overrides(context)
+    context.report_overrides()
     return context
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..core.need import UNMARKED
 from .keys import NEED_KEY
 from .needs import MarkedNodes, classify_item
 
@@ -46,8 +47,11 @@ class Collection:
         marked = False
         nodes = MarkedNodes()
         for item in items:
-            need = item.stash[NEED_KEY] = classify_item(item, pool_size, nodes, pool_lnc=pool_lnc)
-            marked = marked or need.wants
+            if nodes.asks(item):
+                need = item.stash[NEED_KEY] = classify_item(item, pool_size, pool_lnc=pool_lnc)
+                marked = marked or need.wants
+            else:
+                item.stash[NEED_KEY] = UNMARKED
         if ctx.plan.scope == "test":
             from .scheduler import order_items  # the order in effect (plugins/scheduler.py)
 
@@ -69,7 +73,4 @@ class Collection:
                         item.user_properties.append(("neuron_worker", ctx.worker))
 
     def pytest_collection_finish(self) -> None:
-        # conftests below the rootdir have been imported by now
-        from .reporting import report_overrides
-
-        report_overrides(self.context)
+        self.context.report_overrides()  # conftests below the rootdir have been imported by now

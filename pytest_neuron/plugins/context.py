@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
@@ -36,15 +35,13 @@ from ..core.runtime_env import (
     split_worker_env,
 )
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
-from ..core.waiting import gave_up_message
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
-from ..locks.handoff import handoff_value
 from .options import read_ini
-from .state import NeuronCores, ProcessState, neuron_cores_of
-from .terminal import write_now
-from .waiting import WaitNotice
 
+# Imported where used, not here: a worker-scope process whose lease did not wait, and whose
+# tests ask for no cores, never needs the waiting line, the hand-off or the fixture's value
+# (each module costs a 2,000-test run about 0.1 %, see docs/performance.md).
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -54,6 +51,7 @@ if TYPE_CHECKING:
     from ..core.plan import RunPlan
     from ..locks.lease import Lease, LeaseManager
     from ..locks.per_lnc import LncLeases
+    from .waiting import WaitNotice
 
 Role = Literal["single", "controller", "worker"]
 
@@ -61,6 +59,18 @@ DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
 LNC_VAR = "NEURON_LOGICAL_NC_CONFIG"
 NUM_CORES_VAR = "NEURON_RT_NUM_CORES"
 WATCHED = (VISIBLE, NUM_CORES_VAR, LNC_VAR)  # what decides which cores a runtime takes
+
+
+class ProcessState:
+    """What this process holds: its slice (worker scope) or the controller's run reservation, the
+    environment it exported (restored in reverse), and the leases a runtime pinned."""
+
+    def __init__(self) -> None:
+        self.lease: Lease | None = None
+        self.patches: list[EnvPatch] = []
+        self.error: str | None = None
+        self.failed_wait: tuple[float, float, int] | None = None  # start, end, cores of a failed wait
+        self.pinned: list[Lease] = []
 
 
 class NeuronContext:
@@ -142,16 +152,20 @@ class NeuronContext:
         """Give ``lease`` back (through the manager of its LNC); the nested lock domain it handed
         down goes with it.  The cores are unlocked even when the lock directory fails: that is
         reported as one line, not raised from a teardown hook."""
-        from ..locks.lockdir import LockDirError
-        from ..locks.nested import drop_my_nested_domain
+        from ..locks.lockdir import NESTED, LockDirError
 
         try:
             if self._leases is None:
                 self.manager.release(lease)
             else:
                 self._leases.release(lease)
-            drop_my_nested_domain(lease.domain)
+            if os.path.isdir(lease.domain / NESTED):  # a run nested in this one may have left its domain
+                from ..locks.nested import drop_my_nested_domain
+
+                drop_my_nested_domain(lease.domain)
         except LockDirError as exc:
+            from .terminal import write_now
+
             write_now(self.config, f"pytest-neuron: releasing cores {lease.visible_cores}: {exc}")
 
     def acquire(
@@ -161,26 +175,38 @@ class NeuronContext:
         from ..locks.lease import LeaseError, LeaseTimeout, LockDirError
 
         timeout = float(self.plan.value("wait_timeout"))
-        notice = WaitNotice(self, who, k, timeout)
+        start = time.monotonic()
+        notices: list[WaitNotice] = []
+
+        def notice() -> WaitNotice:
+            if not notices:  # only a request that waits prints (and imports) the waiting line
+                from .waiting import WaitNotice
+
+                notices.append(WaitNotice(self, who, k, timeout, start))
+            return notices[0]
+
+        def waited() -> bool:  # called by the waiting lease on each wake-up
+            return notice()()
+
         topo = self.plan.topology
         manager = self.manager if lnc is None or topo is None or lnc == topo.lnc else self.leases.manager(lnc)
         try:
-            lease = manager.acquire(k, timeout=timeout, worker=worker, test=test, cancel=notice)
+            lease = manager.acquire(k, timeout=timeout, worker=worker, test=test, cancel=waited)
             if manager is not self.manager:
                 self.leases.owned(lease, manager)
             return lease
         except LeaseTimeout:
-            holders = notice.current_holders()
+            from ..core.waiting import gave_up_message
+
+            holders = notice().current_holders()
             raise LeaseWaitFailed(
-                gave_up_message(who, k, time.monotonic() - notice.start, holders, self.pool_text),
-                notice.start,
-                k,
+                gave_up_message(who, k, time.monotonic() - start, holders, self.pool_text), start, k
             ) from None
         except LeaseError as exc:  # this request can never fit the pool; others may
             message = f"pytest-neuron: {who} got no cores: {exc}"
-            raise LeaseWaitFailed(message, notice.start, k, run_wide=False) from None
+            raise LeaseWaitFailed(message, start, k, run_wide=False) from None
         except LockDirError as exc:
-            raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}", notice.start, k) from None
+            raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}", start, k) from None
 
     # -- process-wide slice (worker scope) -------------------------------------------------
     def lease_process_slice(self) -> None:
@@ -215,6 +241,8 @@ class NeuronContext:
         self.exported.update(env)
 
     def lease_env(self, lease: Lease) -> dict[str, str | None]:
+        from ..locks.handoff import handoff_value
+
         return lease_env(
             lease.cores,
             lease.physical[0],
@@ -301,8 +329,18 @@ class NeuronContext:
             actual = os.environ.get(var)
             if actual != expected:
                 self.overrides[var] = (expected, actual)
+                from ..core.report import override_text
+
                 found.append((var, override_text(var, expected, actual, self.worker)))
         return found
+
+    def report_overrides(self) -> None:
+        """Report new overrides (plugins/overrides.py), which is imported only for one."""
+        texts = self.check_overrides()
+        if texts:
+            from .overrides import report_overrides
+
+            report_overrides(self, texts)
 
     def visible_in_effect(self, lease: Lease) -> tuple[tuple[int, ...], str]:
         """The cores a runtime started now would take: the lease's, unless its variable was overridden."""
@@ -314,23 +352,6 @@ class NeuronContext:
                 except CoreSetError:
                     return (), value
         return lease.cores, lease.visible_cores
-
-    # -- the fixture ------------------------------------------------------------------------
-    def cores_for(self, lease: Lease | None, wait: float, lnc: int | None = None) -> NeuronCores | None:
-        if lease is None:
-            return None
-        cores, visible = self.visible_in_effect(lease) if lease is self.state.lease else (lease.cores, None)
-        found = neuron_cores_of(
-            lease,
-            wait,
-            run_id=self.plan.run_id,
-            port_base=int(self.plan.value("port_base")),
-            user_env=self.plan.user_env,
-            lnc=self.lnc_of(None) if lnc is None else lnc,
-        )
-        if cores != lease.cores or visible not in (None, lease.visible_cores):
-            found = replace(found, cores=cores, visible_cores=visible or lease.visible_cores)
-        return found
 
     def process_summary(self) -> dict[str, Any]:
         lease = self.state.lease or (self.state.pinned[0] if self.state.pinned else None)
@@ -363,20 +384,3 @@ class LeaseWaitFailed(Exception):
         self.started = started
         self.k = k
         self.run_wide = run_wide
-
-
-OVERRIDE_REMEDY = (
-    "by a conftest, fixture or test). A runtime started after the change uses the new value, which this "
-    "run's lease does not cover, so it may collide with other runs; remove the assignment and read the "
-    "cores from the neuron_cores fixture or the environment pytest-neuron sets"
-)
-
-
-def override_text(var: str, expected: str | None, actual: str | None, worker: str | None) -> str:
-    where = f" in {worker}" if worker else ""
-    shown = "unset" if actual is None else repr(actual)
-    plugin = "unset" if expected is None else repr(expected)
-    return (
-        f"{var} was changed{where} after pytest-neuron set it (it set {plugin}, now {shown}; "
-        + OVERRIDE_REMEDY
-    )

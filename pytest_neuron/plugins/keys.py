@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ..core.need import Need
     from ..core.plan import RunPlan
     from .context import NeuronContext
-    from .state import TestCores
+    from .test_scope import TestCores
 
 PLAN_KEY: pytest.StashKey[RunPlan] = pytest.StashKey()  # config: the run's plan, built once
 INHERITED_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: the plan came from an xdist controller

@@ -86,9 +86,7 @@ class MarkedTests:
             return (yield)
         finally:
             patch.restore()
-            from .reporting import report_overrides
-
-            report_overrides(self.context)
+            self.context.report_overrides()
 
     def _lease_lazily(self, need: Need) -> None:
         """A run nested in a lease takes its slice when its first test that asks for cores starts."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from ..core.marker import call_params
 from ..core.need import UNMARKED, Need, classify
 from .keys import NEED_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pytest
 
 FIXTURE = "neuron_cores"
@@ -49,6 +50,19 @@ class MarkedNodes:
     def marked(self, item: pytest.Item) -> bool:
         return self._own(item) or self._chain(item.parent)
 
+    def asks(self, item: pytest.Item) -> bool:
+        """Whether ``item`` may ask for cores: a ``neuron`` mark on it or a parent, or the fixture.
+
+        The loop body of collection for every item, so written for the common answer (no): an
+        empty ``own_markers``, the parent's cached answer, one membership test.
+        """
+        if item.own_markers and self._own(item):
+            return True
+        known = self._parents.get(id(item.parent))
+        if known is None:
+            known = self._chain(item.parent)
+        return known or FIXTURE in getattr(item, "fixturenames", ())
+
 
 def asks_for_cores(item: pytest.Item) -> bool:
     return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
@@ -77,7 +91,7 @@ def classify_item(
         uses_fixture,
         nodeid=item.nodeid,
         pool_size=pool_size,
-        params=call_params(item),  # cores="tp_degree": the count from this item's parameters
+        params=_call_params(item),  # cores="tp_degree": the count from this item's parameters
         pool_lnc=pool_lnc,
     )
 
@@ -93,3 +107,9 @@ def need_of(item: pytest.Item, pool_size: int | None) -> Need:
     if need is None:
         need = item.stash[NEED_KEY] = classify_item(item, pool_size)
     return need
+
+
+def _call_params(item: pytest.Item) -> Mapping[str, object] | None:
+    from ..core.marker import call_params  # only for a test that has a marker
+
+    return call_params(item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .needs import FIXTURE, MarkedNodes, asks_for_cores
+from .needs import MarkedNodes, asks_for_cores
 
 NO_CORES = (
     "no Neuron cores: no device was found on this host and no pool was given "
@@ -20,7 +20,7 @@ class NoCores:
         skip = pytest.mark.skip(reason=NO_CORES)
         marked = MarkedNodes()
         for item in items:
-            if marked.marked(item) or FIXTURE in getattr(item, "fixturenames", ()):
+            if marked.asks(item):
                 item.add_marker(skip)
 
 

@@ -120,3 +120,13 @@ def read_ini(config: pytest.Config, key: str) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+#: The ``neuron`` marker's line in ``pytest --markers`` (core/marker.py parses it).
+MARKER_DOC = (
+    "neuron(cores=1, *, log_level=None, log_location=None, exec_timeout=None, validate_hash=None, lnc=None): "
+    "run this test with `cores` NeuronCores of its own (a contiguous window; @pytest.mark.neuron(4) "
+    'means 4 cores; cores="tp_degree" takes the count from that parametrize argument) and, when '
+    "given, these NEURON_RT_* runtime settings; lnc=2 numbers the window at that logical NeuronCore "
+    "config. See pytest-neuron's docs."
+)

@@ -1,4 +1,4 @@
-"""What a test and a process hold: the fixture's value and the process's leases."""
+"""The ``neuron_cores`` fixture's value and the plugin's warning class (imported only where used)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ..core.settings import DEFAULT_PORT_BASE
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..host.envpatch import EnvPatch
     from ..locks.lease import Lease
+    from .context import NeuronContext
 
 
 class NeuronWarning(pytest.PytestWarning):
@@ -112,20 +112,24 @@ def neuron_cores_of(
     )
 
 
-@dataclass
-class TestCores:
-    """One test's lease in test scope (``shared``: the process's pinned lease, not released after it)."""
-
-    lease: Lease | None
-    patch: EnvPatch | None
-    error: str | None = None
-    shared: bool = False
-
-
-@dataclass
-class ProcessState:
-    lease: Lease | None = None  # the slice (worker scope), or the controller's run reservation
-    patches: list[EnvPatch] = field(default_factory=list)  # process-wide exports, restored in reverse
-    error: str | None = None
-    failed_wait: tuple[float, float, int] | None = None  # start, end, cores of a wait that got none
-    pinned: list[Lease] = field(default_factory=list)
+def cores_for(
+    context: NeuronContext, lease: Lease | None, wait: float, lnc: int | None = None
+) -> NeuronCores | None:
+    """The fixture's value for a test that runs with ``lease`` (None without one): the variables in
+    effect, which are the lease's unless a conftest, fixture or test overrode them."""
+    if lease is None:
+        return None
+    in_effect = context.visible_in_effect(lease) if lease is context.state.lease else (lease.cores, None)
+    cores, visible = in_effect
+    plan = context.plan
+    found = neuron_cores_of(
+        lease,
+        wait,
+        run_id=plan.run_id,
+        port_base=int(plan.value("port_base")),
+        user_env=plan.user_env,
+        lnc=context.lnc_of(None) if lnc is None else lnc,
+    )
+    if cores != lease.cores or visible not in (None, lease.visible_cores):
+        found = replace(found, cores=cores, visible_cores=visible or lease.visible_cores)
+    return found

@@ -24,7 +24,7 @@ from .context import LeaseWaitFailed
 from .keys import TEST_LEASE_KEY
 from .marked import add_properties, check_timeouts
 from .needs import need_of
-from .state import NeuronWarning, TestCores
+from .state import NeuronWarning
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -35,6 +35,18 @@ if TYPE_CHECKING:
 
 
 STOPPED = "pytest-neuron: no cores for the rest of this run (see the first error)"
+
+
+class TestCores:
+    """One test's lease in test scope (``shared``: the process's pinned lease, not released after it)."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self) -> None:
+        self.lease: Lease | None = None
+        self.patch: EnvPatch | None = None
+        self.error: str | None = None
+        self.shared = False
 
 
 class TestLeases:
@@ -50,7 +62,7 @@ class TestLeases:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         ctx = self.context
         need = need_of(item, self.pool_size)
-        test_cores = TestCores(lease=None, patch=None)
+        test_cores = TestCores()
         item.stash[TEST_LEASE_KEY] = test_cores
         env = ctx.test_env(need)
         if need.error is None:
@@ -63,9 +75,7 @@ class TestLeases:
                 test_cores.patch.restore()
             if test_cores.lease is not None and not test_cores.shared:
                 self._end(item, test_cores.lease)
-            from .reporting import report_overrides
-
-            report_overrides(ctx)
+            ctx.report_overrides()
 
     def _lease(
         self, item: pytest.Item, need: Need, test_cores: TestCores, env: dict[str, str | None]

@@ -45,9 +45,11 @@ class WaitNotice:
     Returns False (never cancels the wait).
     """
 
-    def __init__(self, context: NeuronContext, who: str, k: int, timeout: float) -> None:
+    def __init__(
+        self, context: NeuronContext, who: str, k: int, timeout: float, start: float | None = None
+    ) -> None:
         self.context, self.who, self.k, self.timeout = context, who, k, timeout
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.next_notice = self.start + FIRST_NOTICE
         self.holders: list[HolderView] = []
 

@@ -14,11 +14,11 @@ the controller unconfigures, after every worker has exited.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..core.record import replace
 from ..core.workers import count_workers
 from .keys import CONTEXT_KEY
 
@@ -190,7 +190,7 @@ class XdistHooks:
         changes = {w: s["overrides"] for w, s in self.worker_summaries.items() if s.get("overrides")}
         if not changes:
             return
-        from .reporting import emit_warning, overrides_warning
+        from .overrides import emit_warning, overrides_warning
 
         for var, text in overrides_warning(changes):
             emit_warning(session.config, text, var)
@@ -202,10 +202,4 @@ def _starttime() -> int | None:
     return my_starttime()
 
 
-def worker_output(config: pytest.Config) -> dict[str, Any] | None:
-    """xdist's channel from a worker back to the controller (None outside a worker)."""
-    output = getattr(config, "workeroutput", None)
-    return output if isinstance(output, dict) else None
-
-
-__all__ = ["XdistHooks", "count_workers", "sub_topology", "worker_output"]
+__all__ = ["XdistHooks", "count_workers", "sub_topology"]
