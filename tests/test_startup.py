@@ -1,0 +1,93 @@
+"""What a run whose tests ask for no cores imports of the plugin: exactly the modules its path uses.
+
+Under pytest each plugin module costs an import through the assertion-rewriting loader (about
+1 to 9 million instructions here), which a suite of short tests pays in every process: the
+start-up path is what docs/performance.md measures.  A module that joins it should be a decision:
+import it where it is used, or add it here and measure (``python bench/bench_callgrind.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from conftest import BASE_ARGS, assert_outcomes
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RECORDER = """
+import sys
+
+def pytest_unconfigure(config):
+    names = sorted(m for m in sys.modules if m.startswith("pytest_neuron"))
+    with open("loaded.txt", "w") as out:
+        out.write("\\n".join(names))
+"""
+TESTS = "".join(f"def test_{i}():\n    pass\n\n" for i in range(5))
+
+COMMON = {
+    "pytest_neuron",
+    "pytest_neuron.plugin",
+    "pytest_neuron.plugins",
+    "pytest_neuron.plugins.bootstrap",
+    "pytest_neuron.plugins.keys",
+    "pytest_neuron.plugins.needs",
+    "pytest_neuron.plugins.options",
+    "pytest_neuron.core",
+    "pytest_neuron.core.cmdline",
+    "pytest_neuron.core.coreset",
+    "pytest_neuron.core.handdown",
+    "pytest_neuron.core.need",
+    "pytest_neuron.core.plan",
+    "pytest_neuron.core.record",
+    "pytest_neuron.core.settings",
+    "pytest_neuron.core.topology",
+    "pytest_neuron.host",
+}
+NO_POOL = COMMON | {"pytest_neuron.core.report", "pytest_neuron.host.detect", "pytest_neuron.plugins.no_pool"}
+WORKER_SCOPE = COMMON | {
+    "pytest_neuron.core.placement",
+    "pytest_neuron.core.report",
+    "pytest_neuron.core.runtime_env",
+    "pytest_neuron.host.envpatch",
+    "pytest_neuron.host.procinfo",
+    "pytest_neuron.host.reaper",
+    "pytest_neuron.locks",
+    "pytest_neuron.locks.handoff",
+    "pytest_neuron.locks.holders",
+    "pytest_neuron.locks.lease",
+    "pytest_neuron.locks.lockdir",
+    "pytest_neuron.plugins.collection",
+    "pytest_neuron.plugins.context",
+    "pytest_neuron.plugins.reporting",
+}
+
+
+def _loaded(pytester: pytest.Pytester, *args: str) -> set[str]:
+    pytester.makeconftest(RECORDER)
+    pytester.makepyfile(test_plain=TESTS)
+    result = pytester.runpytest_subprocess(*BASE_ARGS, *args)
+    assert_outcomes(result, passed=5)
+    return set((pytester.path / "loaded.txt").read_text().split())
+
+
+def _explain(loaded: set[str], expected: set[str]) -> str:
+    return (
+        f"joined the start-up path: {sorted(loaded - expected)}; left it: {sorted(expected - loaded)} "
+        "(see this module's docstring)"
+    )
+
+
+@pytest.mark.usefixtures("neuron_env")
+def test_a_run_without_a_pool_imports_planning_a_header_and_one_hook(pytester: pytest.Pytester) -> None:
+    loaded = _loaded(pytester)
+    assert loaded == NO_POOL, _explain(loaded, NO_POOL)
+
+
+@pytest.mark.usefixtures("neuron_env")
+def test_a_worker_scope_run_of_unmarked_tests_imports_no_waiting_marker_or_xdist_code(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    loaded = _loaded(pytester, "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
+    assert loaded == WORKER_SCOPE, _explain(loaded, WORKER_SCOPE)
