@@ -14,6 +14,7 @@ instructions executed by every process of the run (xdist workers included:
 each serial and with ``-n 2``.  Target (issue 10): <= 1.02x for ``no pool`` and ``pool``.
 
     python bench/bench_callgrind.py [--tests 2000] [--arms nopool,pool,marked] [--modes serial,xdist]
+                                    [--pytest-args=--assert=plain]
 
 Needs valgrind.  A script, not a test: it asserts nothing.  About a minute per run.
 """
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--arms", default="nopool,pool,marked")
     parser.add_argument("--modes", default="serial,xdist")
+    parser.add_argument("--pytest-args", default="", help="more arguments for both runs, e.g. --assert=plain")
     opts = parser.parse_args()
     arms, modes = opts.arms.split(","), opts.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +106,7 @@ def main() -> None:
         print(f"{'arm':<8} {'mode':<7} {'plugin':>15} {'-p no:neuron':>15} {'ratio':>8}")
         for arm in arms:
             for mode in modes:
-                xdist = ["-n", "2"] if mode == "xdist" else []
+                xdist = (["-n", "2"] if mode == "xdist" else []) + opts.pytest_args.split()
                 suite = suites["marked" if arm == "marked" else "plain"]
                 neuron = (
                     [] if arm == "nopool" else ["--neuron-cores=0-31", f"--neuron-lock-dir={work / 'locks'}"]
