@@ -45,6 +45,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         from .core.report import header_lines  # no pool: one line, and no context at all
 
         return header_lines(plan, "single", verbose=False)
+    if context.role == "worker":
+        return []  # nobody sees an xdist worker's header; its controller prints the run's
     from .plugins.reporting import header
 
     return header(context)
@@ -68,7 +70,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     context = config.stash.get(CONTEXT_KEY, None)
-    if context is None:
+    if context is None or context.role == "worker":  # a worker's summary travels to its controller
         return
     from .plugins.reporting import summary
 

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 RECORDER = """
-import sys
+import os, sys
 
 def pytest_unconfigure(config):
     names = sorted(m for m in sys.modules if m.startswith("pytest_neuron"))
-    with open("loaded.txt", "w") as out:
+    with open(f"loaded-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.txt", "w") as out:
         out.write("\\n".join(names))
 """
 TESTS = "".join(f"def test_{i}():\n    pass\n\n" for i in range(5))
@@ -64,12 +64,18 @@ WORKER_SCOPE = COMMON | {
 }
 
 
-def _loaded(pytester: pytest.Pytester, *args: str) -> set[str]:
+#: an xdist worker: no report of its own (its summary travels to the controller), and the watchdog
+XDIST_WORKER = (WORKER_SCOPE - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}) | {
+    "pytest_neuron.host.watchdog"
+}
+
+
+def _loaded(pytester: pytest.Pytester, *args: str, process: str = "main") -> set[str]:
     pytester.makeconftest(RECORDER)
     pytester.makepyfile(test_plain=TESTS)
     result = pytester.runpytest_subprocess(*BASE_ARGS, *args)
     assert_outcomes(result, passed=5)
-    return set((pytester.path / "loaded.txt").read_text().split())
+    return set((pytester.path / f"loaded-{process}.txt").read_text().split())
 
 
 def _explain(loaded: set[str], expected: set[str]) -> str:
@@ -91,3 +97,12 @@ def test_a_worker_scope_run_of_unmarked_tests_imports_no_waiting_marker_or_xdist
 ) -> None:
     loaded = _loaded(pytester, "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
     assert loaded == WORKER_SCOPE, _explain(loaded, WORKER_SCOPE)
+
+
+@pytest.mark.usefixtures("neuron_env")
+def test_an_xdist_worker_imports_no_controller_hooks_and_no_report(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    args = ("-n", "2", "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
+    loaded = _loaded(pytester, *args, process="gw0")
+    assert loaded == XDIST_WORKER, _explain(loaded, XDIST_WORKER)
