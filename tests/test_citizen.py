@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import BASE_ARGS, assert_outcomes
-from e2e_helpers import cores_of, gone, wait_for
+from e2e_helpers import gone, text_of, wait_for, worker_slices
 
 from pytest_neuron.core.handdown import HOST_ENV, Controller
 from pytest_neuron.core.report import summary_lines
@@ -71,17 +71,6 @@ def host(neuron_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lock
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*BASE_ARGS, *args, timeout=TIMEOUT)
-
-
-def text_of(result: pytest.RunResult) -> str:
-    return "\n".join(result.outlines + result.errlines)
-
-
-def worker_slices(result: pytest.RunResult) -> dict[str, frozenset[int]]:
-    lines = [line for line in result.outlines if line.startswith("cores per worker: ")]
-    assert len(lines) == 1, text_of(result)
-    pairs = (entry.split(" ") for entry in lines[0].removeprefix("cores per worker: ").split(", "))
-    return {worker: cores_of(cores) for worker, cores in pairs}
 
 
 COUNTING_CONFTEST = """

@@ -36,6 +36,7 @@ from pytest_neuron.locks.status import (
     HELD,
     HELD_NO_RECORD,
     STALE,
+    StatusError,
     classify,
     collect,
     resolve_lock_dir,
@@ -806,3 +807,29 @@ def test_lease_rows_group_cores_by_lease() -> None:
         ("a", HELD, (0, 1), ()),
         ("b", STALE, (2,), (99,)),
     ]
+
+
+def test_an_unreadable_waiters_directory_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "locks"
+    for sub in ("cores", "holders"):
+        (root / sub).mkdir(parents=True)
+    (root / "waiters").write_text("not a directory")
+    code, out, err = status(capsys, "--lock-dir", str(root))
+    assert (code, out) == (2, "")
+    assert err.startswith("pytest-neuron status: error: cannot list ")
+    assert "waiters" in err
+    assert "(ENOTDIR)" in err
+    assert err.count("\n") == 1
+
+
+def test_the_lock_dir_follows_the_runs_grammar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_lock_dir(None, {"PYTEST_NEURON_LOCK_DIR": "~/locks"}) == (
+        tmp_path / "locks",
+        "environment variable PYTEST_NEURON_LOCK_DIR",
+    )
+    assert resolve_lock_dir("/x/y/", {}) == (Path("/x/y"), "--lock-dir")
+    with pytest.raises(StatusError, match=r"'relative/locks'.*from --lock-dir.*absolute directory path"):
+        resolve_lock_dir("relative/locks", {})

@@ -81,7 +81,15 @@ from ..host.procinfo import (
     proc_state,
 )
 from .holders import Holder, HolderRecords, new_holder
-from .lockdir import CoreLocks, DomainMutex, LockDirError, MutexTimeout, io_error, prepare_domain
+from .lockdir import (
+    CoreLocks,
+    DomainMutex,
+    LockDirError,
+    MutexTimeout,
+    has_records,
+    io_error,
+    prepare_domain,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -408,9 +416,7 @@ class LeaseManager:
 
     def _has_waiters(self) -> bool:
         try:
-            return any(name.endswith(".json") for name in os.listdir(self.root / "waiters"))
-        except FileNotFoundError:
-            return False
+            return has_records(self.root / "waiters")
         except OSError as exc:
             raise io_error("list", self.root / "waiters", exc, self.source) from None
 

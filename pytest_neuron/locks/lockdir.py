@@ -245,7 +245,10 @@ class CoreLocks:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
-                check_lock_file(path, self.source)
+                check_lock_file(path, self.source)  # names a link or a special file
+                raise LockDirError(
+                    f"lock file {path!r} from {self.source} is not a regular file; refusing to use it"
+                )
             if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != FILE_MODE:
                 with contextlib.suppress(OSError):
                     os.fchmod(fd, FILE_MODE)
@@ -304,6 +307,17 @@ def _make_dir(path: Path, source: str) -> None:
         raise io_error("create lock directory", path, exc, source) from None
     with contextlib.suppress(PermissionError):
         os.chmod(path, DIR_MODE)
+
+
+def has_records(directory: Path) -> bool:
+    """Whether ``directory`` (holders or waiters) holds a ``.json`` record; False if it does not exist.
+
+    Cheap enough to ask before importing the code that reads records; raises OSError otherwise.
+    """
+    try:
+        return any(name.endswith(".json") for name in os.listdir(directory))
+    except FileNotFoundError:
+        return False
 
 
 def check_lock_file(path: str | Path, source: str) -> None:

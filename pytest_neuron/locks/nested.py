@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 from ..host.procinfo import is_running, my_starttime
-from .lockdir import NESTED
+from .lockdir import NESTED, has_records
 
 
 def domain_name(pid: int, starttime: int | None) -> str:
@@ -101,11 +101,9 @@ def sweep_nested(root: Path) -> int:
 def _waiting(directory: Path) -> bool:
     """Whether a live request waits in the waiters directory ``directory`` (read only if it has
     records, so that removing an unused domain does not import waiters.py)."""
-    try:
-        if not any(name.endswith(".json") for name in os.listdir(directory)):
+    with contextlib.suppress(OSError):  # unreadable: let the board report what it can read
+        if not has_records(directory):
             return False
-    except OSError:
-        pass  # let the board report what it can read
     from .waiters import WaiterBoard
 
     return bool(WaiterBoard(directory).read())

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..core.cmdline import as_typed, path_dirs
 from ..core.coreset import format_coreset
+from ..core.settings import SettingError, parse_lock_dir
 from ..core.status_view import (
     FREE,
     HELD,
@@ -53,6 +54,7 @@ from .lockdir import (
     DEFAULT_LOCK_DIR,
     LOCK_DIR_ENV,
     PROC_LOCKS,
+    LockDirError,
     LockTable,
     find_lock,
     read_proc_locks,
@@ -169,10 +171,15 @@ def resolve_lock_dir(option: str | None, env: Mapping[str, str]) -> tuple[Path, 
     if option is not None:
         if not option.strip():
             raise StatusError(f"--lock-dir {option!r} is empty: give the directory a run uses")
-        return Path(option), "--lock-dir"
-    if env.get(LOCK_DIR_ENV, "").strip():
-        return Path(env[LOCK_DIR_ENV]), f"environment variable {LOCK_DIR_ENV}"
-    return Path(DEFAULT_LOCK_DIR), "default"
+        value, source = option, "--lock-dir"
+    elif env.get(LOCK_DIR_ENV, "").strip():
+        value, source = env[LOCK_DIR_ENV], f"environment variable {LOCK_DIR_ENV}"
+    else:
+        return Path(DEFAULT_LOCK_DIR), "default"
+    try:  # the one lock-dir grammar (~ expanded, absolute): the directory the runs themselves use
+        return Path(parse_lock_dir(value, source)), source
+    except SettingError as exc:
+        raise StatusError(str(exc)) from None
 
 
 def classify(
@@ -428,7 +435,7 @@ def _read_waiters(directory: Path) -> tuple[WaiterStatus, ...]:
     """Validated waiter records (waiters.decode_waiter), each with whether its pid runs."""
     try:
         waiters = read_waiters(directory)
-    except OSError as exc:
+    except (LockDirError, OSError) as exc:  # one line naming the path and errno
         raise StatusError(str(exc)) from None
     return tuple(
         WaiterStatus(
@@ -501,7 +508,8 @@ def _scan(root: Path, depth: int = 0) -> _Raw:
 
 
 def _pid_gone(holder: Holder, here: str) -> bool | None:
-    return None if holder.host != here else not is_running(holder.pid, holder.starttime)
+    """Whether the holder's pid is gone; None where it cannot be looked up (another host or pid namespace)."""
+    return None if holder.host != here or not holder.is_local() else not holder.is_alive()
 
 
 def _pick(records: list[Holder], lock_pid: int | None, here: str) -> Holder | None:

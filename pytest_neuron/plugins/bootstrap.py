@@ -11,7 +11,8 @@ resolved only then).
 Which plugins are registered (each only when it has work):
 
 =================  ============================================================
-no pool            ``NoCores`` (or ``NoCoresRequired``): one collection hook
+no pool            ``NoCores``: one collection hook (``FailAsking`` under ``--neuron-require``
+                   when a test asks for cores)
 controller         ``XdistHooks`` (with ``-n`` or ``--tx``), ``Records`` in test scope
 single, worker     ``Collection``; ``TestLeases`` in test scope; ``MarkedTests``
                    once a collected test asks for cores; ``NoSlice`` /
@@ -119,7 +120,6 @@ def hand_down_host(config: pytest.Config, plan: RunPlan) -> None:
     """Export the host this run detected to the runs nested in it, until this config ends."""
     if plan.host is None or not plan.detected_here:
         return
-    from ..core.handdown import HOST_ENV
     from ..host.envpatch import EnvPatch
     from ..host.hostcache import host_value
 
@@ -187,13 +187,11 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
         return None
     plan = plan_for(config, early=early)
     if plan.topology is None:
-        from .no_pool import NoCores, NoCoresRequired
+        from .no_pool import NoCores
 
         config.stash[NO_POOL_KEY] = True
         require = plan.settings["require"]
-        config.pluginmanager.register(
-            NoCoresRequired(require.source) if require.value else NoCores(), "neuron-no-pool"
-        )
+        config.pluginmanager.register(NoCores(require.source if require.value else None), "neuron-no-pool")
         return None
     role = _role(config, early)
     if role is None:
@@ -255,22 +253,18 @@ def configure(config: pytest.Config) -> NeuronContext | None:
     from ..host.reaper import end_trees_on_signal
 
     end_trees_on_signal()  # SIGTERM/SIGINT (a cancelled CI job) end the tests' process trees first
+    if plan.scope == "test" and context.role != "worker":
+        from .reporting import Records
+
+        pm.register(Records(), "neuron-records")  # read by the summary, which a worker does not print
     if context.role == "controller":
         _check_workers(context)
-        if plan.scope == "test":
-            from .reporting import Records
-
-            pm.register(Records(), "neuron-records")
     else:
         from .collection import Collection
 
         pm.register(Collection(context), "neuron-collection")
-        if plan.scope == "test":
-            from .reporting import Records
-
-            if context.role == "single":
-                pm.register(Records(), "neuron-records")
-        elif context.state.error is not None:
+    if context.role != "controller" and plan.scope == "worker":
+        if context.state.error is not None:
             from .worker_scope import NoSlice, RunWithoutCores
 
             failed = RunWithoutCores if context.role == "single" else NoSlice

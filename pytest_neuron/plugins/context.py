@@ -176,17 +176,15 @@ class NeuronContext:
 
         timeout = float(self.plan.value("wait_timeout"))
         start = time.monotonic()
-        notices: list[WaitNotice] = []
-
-        def notice() -> WaitNotice:
-            if not notices:  # only a request that waits prints (and imports) the waiting line
-                from .waiting import WaitNotice
-
-                notices.append(WaitNotice(self, who, k, timeout, start))
-            return notices[0]
+        notice: WaitNotice | None = None
 
         def waited() -> bool:  # called by the waiting lease on each wake-up
-            return notice()()
+            nonlocal notice
+            if notice is None:  # only a request that waits prints (and imports) the waiting line
+                from .waiting import WaitNotice
+
+                notice = WaitNotice(self, who, k, timeout, start)
+            return notice()
 
         topo = self.plan.topology
         manager = self.manager if lnc is None or topo is None or lnc == topo.lnc else self.leases.manager(lnc)
@@ -197,16 +195,17 @@ class NeuronContext:
             return lease
         except LeaseTimeout:
             from ..core.waiting import gave_up_message
+            from .waiting import current_holders
 
-            holders = notice().current_holders()
+            holders = current_holders(self)
             raise LeaseWaitFailed(
-                gave_up_message(who, k, time.monotonic() - start, holders, self.pool_text), start, k
+                gave_up_message(who, k, time.monotonic() - start, holders, self.pool_text)
             ) from None
         except LeaseError as exc:  # this request can never fit the pool; others may
             message = f"pytest-neuron: {who} got no cores: {exc}"
-            raise LeaseWaitFailed(message, start, k, run_wide=False) from None
+            raise LeaseWaitFailed(message, run_wide=False) from None
         except LockDirError as exc:
-            raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}", start, k) from None
+            raise LeaseWaitFailed(f"pytest-neuron: {who} got no cores: {exc}") from None
 
     # -- process-wide slice (worker scope) -------------------------------------------------
     def lease_process_slice(self) -> None:
@@ -379,8 +378,6 @@ class LeaseWaitFailed(Exception):
     the same way (a timeout, a lock-directory error), unlike a request the pool cannot hold.
     """
 
-    def __init__(self, message: str, started: float, k: int, *, run_wide: bool = True) -> None:
+    def __init__(self, message: str, *, run_wide: bool = True) -> None:
         super().__init__(message)
-        self.started = started
-        self.k = k
         self.run_wide = run_wide

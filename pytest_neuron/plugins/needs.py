@@ -47,9 +47,6 @@ class MarkedNodes:
             known = self._parents[key] = self._own(node) or self._chain(node.parent)
         return known
 
-    def marked(self, item: pytest.Item) -> bool:
-        return self._own(item) or self._chain(item.parent)
-
     def asks(self, item: pytest.Item) -> bool:
         """Whether ``item`` may ask for cores: a ``neuron`` mark on it or a parent, or the fixture.
 
@@ -68,12 +65,9 @@ def asks_for_cores(item: pytest.Item) -> bool:
     return item.get_closest_marker(MARKER) is not None or FIXTURE in getattr(item, "fixturenames", ())
 
 
-def classify_item(
-    item: pytest.Item, pool_size: int | None, marked: MarkedNodes | None = None, *, pool_lnc: int = 1
-) -> Need:
+def classify_item(item: pytest.Item, pool_size: int | None, *, pool_lnc: int = 1) -> Need:
+    """The :class:`Need` of ``item`` (collection asks only for the items :meth:`MarkedNodes.asks`)."""
     uses_fixture = FIXTURE in getattr(item, "fixturenames", ())
-    if marked is not None and not uses_fixture and not marked.marked(item):
-        return UNMARKED
     marker = item.get_closest_marker(MARKER)
     if marker is None and not uses_fixture:
         return UNMARKED

@@ -39,31 +39,30 @@ def holder_views(holders: Iterable[Holder]) -> list[HolderView]:
     return sorted(views, key=lambda v: v.since)
 
 
+def current_holders(context: NeuronContext) -> list[HolderView]:
+    """Who holds the cores of this process's pool now, one view per lease."""
+    manager = context.manager
+    topo = manager.topology
+    return holder_views(manager.holders(topo.physical_cores(topo.cores)).values())
+
+
 class WaitNotice:
     """Called by a waiting lease on every wake-up: prints the waiting line when it is due.
 
     Returns False (never cancels the wait).
     """
 
-    def __init__(
-        self, context: NeuronContext, who: str, k: int, timeout: float, start: float | None = None
-    ) -> None:
+    def __init__(self, context: NeuronContext, who: str, k: int, timeout: float, start: float) -> None:
         self.context, self.who, self.k, self.timeout = context, who, k, timeout
-        self.start = time.monotonic() if start is None else start
-        self.next_notice = self.start + FIRST_NOTICE
-        self.holders: list[HolderView] = []
-
-    def current_holders(self) -> list[HolderView]:
-        manager = self.context.manager
-        topo = manager.topology
-        self.holders = holder_views(manager.holders(topo.physical_cores(topo.cores)).values())
-        return self.holders
+        self.start = start
+        self.next_notice = start + FIRST_NOTICE
 
     def __call__(self) -> bool:
         now = time.monotonic()
         if now >= self.next_notice:
             self.next_notice = now + REPEAT_NOTICE
             waited = now - self.start
-            line = waiting_line(self.who, self.k, waited, self.timeout - waited, self.current_holders())
+            left = self.timeout - waited
+            line = waiting_line(self.who, self.k, waited, left, current_holders(self.context))
             write_now(self.context.config, line)
         return False
