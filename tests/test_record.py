@@ -166,3 +166,14 @@ def test_definition_errors_are_those_of_dataclasses() -> None:
 def test_fields_of_something_else_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="not a record"):
         fields(object())
+
+
+def test_a_method_the_record_would_overwrite_is_refused() -> None:
+    with pytest.raises(TypeError, match="defines __repr__: use a dataclass"):
+
+        @record
+        class Shown:
+            a: int
+
+            def __repr__(self) -> str:
+                return "mine"

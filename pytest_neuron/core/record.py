@@ -111,9 +111,16 @@ def _is_classvar(annotation: object) -> bool:
     return text.startswith(("ClassVar", "typing.ClassVar", "t.ClassVar"))
 
 
+#: what a record writes; a class that defines one itself would lose it (dataclasses keep it)
+GENERATED = ("__init__", "__eq__", "__repr__", "__setattr__", "__delattr__")
+
+
 def _build(cls: type[_R], *, frozen: bool) -> type[_R]:
     if any(hasattr(base, FIELDS) for base in cls.__mro__[1:]):
         raise TypeError(f"record {cls.__name__}: inheritance between records is not supported")
+    own = [name for name in GENERATED if name in cls.__dict__]
+    if own or cls.__dict__.get("__hash__") is not None:
+        raise TypeError(f"record {cls.__name__} defines {', '.join(own) or '__hash__'}: use a dataclass")
     names: list[str] = []
     defaults: dict[str, object] = {}
     factories: dict[str, Callable[[], object]] = {}

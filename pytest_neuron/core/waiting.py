@@ -27,7 +27,7 @@ class HolderView:
     what: str | None  # the test or worker, when recorded
     since: float
 
-    def describe(self, now: float | None = None) -> str:
+    def describe(self) -> str:
         clock = time.strftime("%H:%M:%S", time.localtime(self.since))
         what = f", {self.what}" if self.what else ""
         who = f"{self.user}@{self.host}{what}, since {clock}"

@@ -539,7 +539,7 @@ class LeaseManager:
         mine = descendants(os.getpid())
         if not mine:
             return []
-        found = lease_carriers({lease_id}, pids=[p for p in mine if not proc_state(p).zombie])
+        found = lease_carriers({lease_id}, pids=mine)  # live ones: it skips zombies itself
         return found.get(lease_id, [])
 
     def _wake_waiters(self) -> None:
