@@ -21,15 +21,13 @@ same host (xdist's ``popen`` gateways); other gateways are left alone.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 from ..core.handdown import Controller
 from .procinfo import is_running, my_starttime
+from .reaper import stop_descendants
 
 ORPHAN_EXIT_CODE = 75
 #: A real-time signal: no test suite or library installs a handler for it by chance.
@@ -49,51 +47,6 @@ def this_process() -> Controller:
     return Controller(boot_id(), os.getpid(), my_starttime())
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                raw = handle.read()
-        except OSError:
-            continue
-        ppid = int(raw[raw.rfind(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def stop_descendants(grace: float) -> None:
-    victims = descendants(os.getpid())
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    pause = threading.Event()  # not time.sleep: a test may have mocked it
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
-        pause.wait(0.05)
-    for pid in descendants(os.getpid()):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            raw = handle.read()
-    except OSError:
-        return False
-    return raw[raw.rfind(")") + 2] not in "ZX"
-
-
 def set_parent_death_signal(signum: int) -> bool:
     """``prctl(PR_SET_PDEATHSIG, signum)`` through libc; False where it is not available."""
     import ctypes  # only in xdist workers with a pool
@@ -110,7 +63,7 @@ def set_parent_death_signal(signum: int) -> bool:
 def orphaned(grace: float) -> None:
     """Stop every descendant and exit this process (it never returns)."""
     try:
-        stop_descendants(grace)
+        stop_descendants(grace)  # reaper.py's: SIGTERM, then SIGKILL, waiting without time.sleep
     finally:
         os._exit(ORPHAN_EXIT_CODE)
 
