@@ -72,6 +72,13 @@ class RunPlan:
             return f"the lease handed down by pid {self.handoff.pid} (nested domain)"
         return self.settings["lock_dir"].source
 
+    @property
+    def plugin_port_vars(self) -> tuple[str, ...]:
+        """The collective-port variables the plugin sets for a lease: those the user did not set."""
+        from .runtime_env import PORT_VARS  # not on a run's path without a pool
+
+        return tuple(name for name in PORT_VARS if name not in self.user_env)
+
     def with_workers(self, workers: int) -> RunPlan:
         """This plan for ``workers`` xdist workers: fixes each worker's slice size."""
         size = self.value("cores_per_worker")

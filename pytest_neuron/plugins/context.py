@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
 from ..core.runtime_env import (
-    PORT_VARS,
     VISIBLE,
     lease_env,
     lease_key,
@@ -239,21 +238,23 @@ class NeuronContext:
         self.state.patches.append(EnvPatch(env).apply())
         self.exported.update(env)
 
-    def lease_env(self, lease: Lease) -> dict[str, str | None]:
+    def handoff_of(self, lease: Lease) -> str:
+        """``PYTEST_NEURON_LEASE`` for ``lease``: the ports this plugin derived (not the user's: a
+        nested run derives its own), and the lease id, by which a taker finds the lease's
+        processes (locks/lease.py)."""
         from ..locks.handoff import handoff_value
 
+        return handoff_value(
+            lease.domain, lease.cores, plugin_vars=self.plan.plugin_port_vars, lease_id=lease.lease_id
+        )
+
+    def lease_env(self, lease: Lease) -> dict[str, str | None]:
         return lease_env(
             lease.cores,
             lease.physical[0],
             port_base=int(self.plan.value("port_base")),
             user_env=self.plan.user_env,
-            # the ports this plugin derived (not the user's): a nested run derives its own
-            handoff=handoff_value(
-                lease.domain,
-                lease.cores,
-                plugin_vars=tuple(v for v in PORT_VARS if v not in self.plan.user_env),
-                lease_id=lease.lease_id,  # lets a taker find this lease's processes (locks/lease.py)
-            ),
+            handoff=self.handoff_of(lease),
             key=lease_key(self.plan.run_id, lease.lease_id),
         )
 

@@ -13,8 +13,6 @@ from ..core.runtime_env import KEY_ENV, PORT_VARS, VISIBLE, derived_ports, maste
 from ..core.settings import DEFAULT_PORT_BASE
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from ..locks.lease import Lease
     from .context import NeuronContext
 
@@ -93,7 +91,7 @@ class NeuronCores:
 
 
 def neuron_cores_of(
-    lease: Lease, wait: float, *, run_id: str, port_base: int, user_env: Mapping[str, str], lnc: int
+    lease: Lease, wait: float, *, run_id: str, port_base: int, derived: tuple[str, ...], lnc: int
 ) -> NeuronCores:
     """The fixture's value for a test that runs with ``lease``, from the environment in effect."""
     from ..core.runtime_env import lease_key, neuron_environ
@@ -108,7 +106,7 @@ def neuron_cores_of(
         key=lease_key(run_id, lease.lease_id),
         port=master_port(lease.physical[0], port_base),
         port_base=port_base,
-        derived=tuple(name for name in PORT_VARS if name not in user_env),
+        derived=derived,
     )
 
 
@@ -127,7 +125,7 @@ def cores_for(
         wait,
         run_id=plan.run_id,
         port_base=int(plan.value("port_base")),
-        user_env=plan.user_env,
+        derived=plan.plugin_port_vars,
         lnc=context.lnc_of(None) if lnc is None else lnc,
     )
     if cores != lease.cores or visible not in (None, lease.visible_cores):

@@ -143,8 +143,8 @@ class XdistHooks:
         """Reserve ``len(specs)`` slices in one request and give each worker its own."""
         from ..core.coreset import format_coreset
         from ..core.plan import PLAN_ENV, plan_to_json
-        from ..core.runtime_env import PORT_VARS, VISIBLE
-        from ..locks.handoff import HANDOFF_ENV, Handoff, handoff_value
+        from ..core.runtime_env import VISIBLE
+        from ..locks.handoff import HANDOFF_ENV, Handoff
         from .context import LeaseWaitFailed
 
         plan = context.plan
@@ -162,11 +162,12 @@ class XdistHooks:
             # before any worker starts: pytest prints it once, as "ERROR: ...", and exits with status 4
             raise pytest.UsageError(str(exc)) from None
         context.state.lease = lease
-        plugin_vars = tuple(v for v in PORT_VARS if v not in plan.user_env)
-        handoff = Handoff(lease.domain, os.getpid(), _starttime(), frozenset(lease.cores), plugin_vars)
+        handoff = Handoff(
+            lease.domain, os.getpid(), _starttime(), frozenset(lease.cores), plan.plugin_port_vars
+        )
         # every worker, and everything it starts, carries the reservation's lease id: a dead
         # controller's cores are not handed on while any of them lives (locks/lease.py)
-        value = handoff_value(lease.domain, lease.cores, plugin_vars=plugin_vars, lease_id=lease.lease_id)
+        value = context.handoff_of(lease)
         reservation = lease.visible_cores
         for index, spec in enumerate(specs):
             part = lease.cores[index * size : (index + 1) * size]
