@@ -9,13 +9,11 @@ runs use the fake runtime, which numbers a process's cores at its NEURON_LOGICAL
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 from conftest import BASE_ARGS, assert_outcomes
+from e2e_helpers import assert_no_runtime_conflict, assert_runtime_log_clean
 
 from pytest_neuron.core.lnc import check_host_lnc, lnc_problem, topology_at_lnc
 from pytest_neuron.core.marker import MarkerError, parse_marker
@@ -130,59 +128,32 @@ def test_collective(ranks, lnc, neuron_cores):
 """
 
 
+@pytest.mark.parametrize("workers", ["2", "3"])
 def test_lnc_1_and_lnc_2_tests_share_a_run_without_sharing_a_physical_core(
     pytester: pytest.Pytester,
     fake_host: Path,
     lock_dir: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    workers: str,
 ) -> None:
-    records = tmp_path / "records.jsonl"
+    records = pytester.path / "records.jsonl"
     monkeypatch.setenv("RECORDS", str(records))
     pytester.makepyfile(test_collectives=COLLECTIVES)
     result = pytester.runpytest_subprocess(
         *BASE_ARGS,
         "-n",
-        "2",
+        workers,
         "--neuron-cores=0-7",
         "--neuron-scope=test",
         f"--neuron-lock-dir={lock_dir}",
         timeout=120,
     )
     assert_outcomes(result, passed=8)
-    assert "NeuronCore(s) not available" not in result.stdout.str()
+    assert_no_runtime_conflict(result)
     seen = [json.loads(line)["physical"] for line in records.read_text().splitlines()]
     assert len(seen) == 8
     assert sorted(len(p) for p in seen) == [1, 2, 2, 2, 2, 4, 4, 4]
-
-
-def test_the_fake_runtime_proves_no_physical_core_had_two_holders(
-    pytester: pytest.Pytester,
-    fake_host: Path,
-    lock_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("RECORDS", str(tmp_path / "records.jsonl"))
-    pytester.makepyfile(test_collectives=COLLECTIVES)
-    result = pytester.runpytest_subprocess(
-        *BASE_ARGS,
-        "-n",
-        "3",
-        "--neuron-cores=0-7",
-        "--neuron-scope=test",
-        f"--neuron-lock-dir={lock_dir}",
-        timeout=120,
-    )
-    assert_outcomes(result, passed=8)
-    check = subprocess.run(
-        [sys.executable, "-m", "pytest_neuron.testing", "check", str(fake_host)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=os.environ,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_runtime_log_clean(fake_host)  # the fake runtime: no physical core had two holders at once
 
 
 def test_run_default_and_worker_scope(pytester: pytest.Pytester, lock_dir: Path, fake_host: Path) -> None:
