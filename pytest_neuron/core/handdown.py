@@ -16,6 +16,22 @@ if TYPE_CHECKING:
 
 HANDOFF_ENV = "PYTEST_NEURON_LEASE"  # the lease a process holds, for the runs nested in it
 HOST_ENV = "PYTEST_NEURON_HOST"  # what host detection found, for the runs nested in it
+NESTED = "nested"  # under a lock domain: the domains its holders handed down to nested runs
+
+
+def domain_name(pid: int, starttime: int | None) -> str:
+    """The name of the nested domain a holder hands down (under ``NESTED``), from its identity."""
+    return f"{pid}-{starttime}"
+
+
+def holder_of(name: str) -> tuple[int, int | None] | None:
+    """The (pid, start time) a nested domain's name stands for; None for any other name."""
+    pid, sep, start = name.partition("-")
+    if not sep or not pid.isdigit():
+        return None
+    if start == "None":
+        return int(pid), None
+    return (int(pid), int(start)) if start.isdigit() else None
 
 
 @record
@@ -30,7 +46,7 @@ class Handoff:
 
     @property
     def nested_root(self) -> Path:
-        return self.root / "nested" / f"{self.pid}-{self.starttime}"
+        return self.root / NESTED / domain_name(self.pid, self.starttime)
 
 
 @record

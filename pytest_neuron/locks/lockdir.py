@@ -42,7 +42,6 @@ LOCK_DIR_ENV = "PYTEST_NEURON_LOCK_DIR"
 DIR_MODE = 0o777
 FILE_MODE = 0o666
 PROC_LOCKS = Path("/proc/locks")
-NESTED = "nested"  # the lock domains handed down to nested runs (locks/nested.py), under a domain
 
 #: ``(major, minor, inode)`` of a flocked file -> pid that took the lock (0: not visible here).
 LockTable = dict[tuple[int, int, int], int]

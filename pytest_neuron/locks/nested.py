@@ -24,21 +24,9 @@ import shutil
 import stat
 from pathlib import Path
 
+from ..core.handdown import NESTED, domain_name, holder_of
 from ..host.procinfo import is_running, my_starttime
-from .lockdir import NESTED, has_records
-
-
-def domain_name(pid: int, starttime: int | None) -> str:
-    return f"{pid}-{starttime}"
-
-
-def _holder_of(name: str) -> tuple[int, int | None] | None:
-    pid, sep, start = name.partition("-")
-    if not sep or not pid.isdigit():
-        return None
-    if start == "None":
-        return int(pid), None
-    return (int(pid), int(start)) if start.isdigit() else None
+from .lockdir import has_records
 
 
 def remove_domain(path: Path) -> bool:
@@ -90,7 +78,7 @@ def sweep_nested(root: Path) -> int:
         return 0
     removed = 0
     for name in names:
-        holder = _holder_of(name)
+        holder = holder_of(name)
         if holder is None or is_running(*holder):
             continue
         with contextlib.suppress(OSError):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..core.cmdline import as_typed, path_dirs
 from ..core.coreset import format_coreset
+from ..core.handdown import NESTED, holder_of
 from ..core.settings import SettingError, parse_lock_dir
 from ..core.status_view import (
     FREE,
@@ -75,7 +76,6 @@ DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"  # as in the plugin: the fake 
 XDIST_WORKER_CODE = "import sys;exec(eval(sys.stdin.readline()))"
 
 _CORE_FILE = re.compile(r"core-(\d+)\.(lock|json)")
-_NESTED_DIR = re.compile(r"(\d+)-(\d+|None)")
 _DEVICE_INDEX = re.compile(r"(\d+)$")
 
 
@@ -493,11 +493,10 @@ def _scan(root: Path, depth: int = 0) -> _Raw:
         for phys in record.physical:
             records.setdefault(phys, []).append(record)
     nested: list[tuple[int, int | None, _Raw]] = []
-    for name in _listdir(root / "nested") if depth < MAX_NESTING else []:
-        m = _NESTED_DIR.fullmatch(name)
-        if m and (root / "nested" / name).is_dir():
-            start = None if m.group(2) == "None" else int(m.group(2))
-            nested.append((int(m.group(1)), start, _scan(root / "nested" / name, depth + 1)))
+    for name in _listdir(root / NESTED) if depth < MAX_NESTING else []:
+        holder = holder_of(name)
+        if holder is not None and (root / NESTED / name).is_dir():
+            nested.append((*holder, _scan(root / NESTED / name, depth + 1)))
     alloc = None
     try:
         st = os.stat(root / "alloc.lock")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.handdown import HANDOFF_ENV, HOST_ENV
+from ..core.handdown import HANDOFF_ENV, HOST_ENV, NESTED
 from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
@@ -199,7 +199,7 @@ def start(config: pytest.Config, *, early: bool) -> NeuronContext | None:
     from .context import NeuronContext
 
     context = config.stash[CONTEXT_KEY] = NeuronContext(config, plan, role)
-    from ..locks.lockdir import NESTED, LockDirError
+    from ..locks.lockdir import LockDirError
 
     try:
         context.manager.prepare()

@@ -151,7 +151,8 @@ class NeuronContext:
         """Give ``lease`` back (through the manager of its LNC); the nested lock domain it handed
         down goes with it.  The cores are unlocked even when the lock directory fails: that is
         reported as one line, not raised from a teardown hook."""
-        from ..locks.lockdir import NESTED, LockDirError
+        from ..core.handdown import NESTED
+        from ..locks.lockdir import LockDirError
 
         try:
             if self._leases is None:
