@@ -117,6 +117,9 @@ def clean_env(scratch: Path) -> dict[str, str]:
     (scratch / "empty-host").mkdir(exist_ok=True)
     env["PYTEST_NEURON_HOST_ROOT"] = str(scratch / "empty-host")
     env["PYTEST_NEURON_NEURON_LS"] = str(scratch / "no-such-neuron-ls")
+    # the examples' fake host is one directory per machine: a sample of a run without the plugin
+    # (whose workers fight over it on purpose) must not refuse another sample's runtimes
+    env["PYTEST_NEURON_FAKE_DIR"] = str(scratch / "fake-host")
     env["COLUMNS"] = "80"
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     return env

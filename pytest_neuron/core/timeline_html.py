@@ -15,6 +15,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from .coreset import format_coreset
+from .coreset import runs as core_runs
 from .report import wait_line
 from .timeline import RunSpan
 
@@ -78,14 +79,8 @@ def ink(fill: str) -> str:
 
 
 def runs(rows: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of lane indices as (first, count)."""
-    out: list[tuple[int, int]] = []
-    for row in sorted(rows):
-        if out and out[-1][0] + out[-1][1] == row:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-        else:
-            out.append((row, 1))
-    return out
+    """Contiguous runs of lane indices as (first, count): coreset.runs, counted."""
+    return [(first, last - first + 1) for first, last in core_runs(rows)]
 
 
 def _seconds(value: float) -> str:
