@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.cmdline import as_typed, path_dirs
-from ..core.coreset import format_coreset
+from ..core.coreset import runs
 from ..core.handdown import NESTED, holder_of
 from ..core.settings import SettingError, parse_lock_dir
 from ..core.status_view import (
@@ -115,20 +115,6 @@ class DomainStatus:
     owner_alive: bool | None = None
     alloc_holder: str | None = None  # who holds alloc.lock right now (pid, state, command)
 
-    @property
-    def used(self) -> bool:
-        return bool(self.cores or self.waiters or self.nested or self.alloc_holder)
-
-    @property
-    def has_stale(self) -> bool:
-        return any(c.state == STALE for c in self.cores) or any(n.has_stale for n in self.nested)
-
-    @property
-    def busy(self) -> bool:
-        return (
-            bool(self.waiters) or any(c.state != FREE for c in self.cores) or any(n.busy for n in self.nested)
-        )
-
 
 @dataclass(frozen=True)
 class LeaseStatus:
@@ -198,36 +184,8 @@ def classify(
 
 
 # -- from cores to leases (pure) ----------------------------------------------------------------------
-def _slices(worker: object) -> tuple[str, ...]:
-    """The worker slices a run-level reservation stands for.
-
-    ``worker`` of such a record is a list: ``[[0, 1], [2, 3]]`` or ``[{"worker": "gw0", "cores": [0, 1]}]``.
-    """
-
-    if not isinstance(worker, list):
-        return ()
-    out: list[str] = []
-    for item in worker:
-        if isinstance(item, dict):
-            cores = item.get("cores", item.get("physical", ()))
-            name = str(item.get("worker", item.get("name", "")))
-            shown = format_coreset(cores) if isinstance(cores, list) else str(cores)
-            out.append(f"{name} {shown}".strip())
-        elif isinstance(item, list):
-            out.append(format_coreset(item))
-        else:
-            out.append(str(item))
-    return tuple(out)
-
-
 def _contiguous(cores: Iterable[int]) -> list[tuple[int, ...]]:
-    groups: list[list[int]] = []
-    for core in sorted(cores):
-        if groups and groups[-1][-1] == core - 1:
-            groups[-1].append(core)
-        else:
-            groups.append([core])
-    return [tuple(g) for g in groups]
+    return [tuple(range(first, last + 1)) for first, last in runs(cores)]
 
 
 def view_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[LeaseRow]:
@@ -246,8 +204,7 @@ def view_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[Le
     for (_, state, pid), group in by_lease.items():
         h = group[0].holder
         assert h is not None
-        worker = h.worker if isinstance(h.worker, str) else None
-        run = str(getattr(h, "run", None) or getattr(h, "run_id", None) or run_of.get(pid, UNKNOWN_RUN))
+        run = run_of.get(pid, UNKNOWN_RUN)
         rows.append(
             LeaseRow(
                 cores=tuple(sorted(c.core for c in group)),
@@ -256,9 +213,8 @@ def view_rows(cores: Iterable[CoreStatus], run_of: Mapping[int, str]) -> list[Le
                 run=UNKNOWN_RUN if state == STALE else run,
                 user=h.user,
                 host=h.host,
-                worker=worker,
+                worker=h.worker,
                 test=h.test,
-                slices=_slices(h.worker),
                 command=h.command,
                 since=h.since,
                 lease_id=h.lease_id,
