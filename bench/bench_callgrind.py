@@ -13,8 +13,13 @@ instructions executed by every process of the run (xdist workers included:
 
 each serial and with ``-n 2``.  Target (issue 10): <= 1.02x for ``no pool`` and ``pool``.
 
+The plugin is measured as users have it: the checkout is installed as a wheel into a temp dir
+(``pip install --no-deps --target``) that leads ``PYTHONPATH``, so pytest rewrites its modules, as
+it does every ``pytest11`` plugin's.  An editable install is not what users have: pytest finds
+no plugin files in its record and rewrites nothing (``--installed`` measures it anyway).
+
     python bench/bench_callgrind.py [--tests 2000] [--arms nopool,pool,marked] [--modes serial,xdist]
-                                    [--pytest-args=--assert=plain]
+                                    [--pytest-args=--assert=plain] [--installed]
 
 Needs valgrind.  A script, not a test: it asserts nothing.  One to several minutes per run.
 """
@@ -27,6 +32,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 PER_MODULE = 100
@@ -76,12 +82,51 @@ def instructions(work: Path, name: str, suite: Path, args: list[str], env: dict[
     return total
 
 
+ROOT = Path(__file__).resolve().parent.parent
+WHERE = """
+import sys, _pytest.assertion.rewrite as rewrite, pytest_neuron.plugin as plugin
+print(plugin.__file__, type(plugin.__loader__) is rewrite.AssertionRewritingHook)
+"""
+
+
+def install_wheel(site: Path, env: dict[str, str]) -> None:
+    """The checkout, built and installed as a wheel into ``site``, which leads ``PYTHONPATH`` in ``env``."""
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(ROOT)]
+    done = subprocess.run(pip, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"pip could not install the checkout as a wheel:\n{done.stdout}{done.stderr}")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+
+
+def loaded_from(suite: Path, env: dict[str, str]) -> str:
+    """Where the plugin is imported from in a run, and whether pytest's rewriting loader loaded it."""
+    probe = suite / "conftest_probe.py"
+    probe.write_text(f"def test_where():\n    exec({WHERE!r})\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(probe)],
+        cwd=suite.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    probe.unlink()
+    lines = [line for line in done.stdout.splitlines() if "pytest_neuron" in line]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"could not find where the plugin is loaded from:\n{done.stdout[-2000:]}")
+    where, rewritten = lines[0].rsplit(" ", 1)
+    return f"{where}, {'rewritten by pytest' if rewritten == 'True' else 'NOT rewritten by pytest'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--arms", default="nopool,pool,marked")
     parser.add_argument("--modes", default="serial,xdist")
     parser.add_argument("--pytest-args", default="", help="more arguments for both runs, e.g. --assert=plain")
+    parser.add_argument(
+        "--installed", action="store_true", help="measure the installed plugin (editable or not), not a wheel"
+    )
     opts = parser.parse_args()
     arms, modes = opts.arms.split(","), opts.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,12 +142,16 @@ def main() -> None:
             PYTEST_NEURON_HOST_ROOT=str(work / "empty-host"),
             PYTEST_NEURON_NEURON_LS="/nonexistent/neuron-ls",
         )
+        if not opts.installed:
+            install_wheel(work / "site", env)
         suites = {"plain": work / "plain", "marked": work / "marked"}
         write_suite(suites["plain"], opts.tests, marked=False)
         write_suite(suites["marked"], opts.tests, marked=True)
         print(
-            f"python {platform.python_version()}, {opts.tests} tests per run, instructions of every process"
+            f"python {platform.python_version()}, pytest {version('pytest')}, {opts.tests} tests per run, "
+            "instructions of every process"
         )
+        print(f"plugin: {loaded_from(suites['plain'], env)}")
         print(f"{'arm':<8} {'mode':<7} {'plugin':>15} {'-p no:neuron':>15} {'ratio':>8}")
         extra: dict[tuple[str, str], int] = {}  # plugin minus -p no:neuron, per arm and mode
         for arm in arms:
