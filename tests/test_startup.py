@@ -45,7 +45,12 @@ COMMON = {
     "pytest_neuron.core.topology",
     "pytest_neuron.host",
 }
-NO_POOL = COMMON | {"pytest_neuron.core.report", "pytest_neuron.host.detect", "pytest_neuron.plugins.no_pool"}
+NO_POOL = COMMON | {
+    "pytest_neuron.core.detection",
+    "pytest_neuron.core.report",
+    "pytest_neuron.host.detect",
+    "pytest_neuron.plugins.no_pool",
+}
 WORKER_SCOPE = COMMON | {
     "pytest_neuron.core.placement",
     "pytest_neuron.core.report",

@@ -16,8 +16,9 @@ from topology_fixtures import (
     printing_command,
 )
 
-from pytest_neuron.core import topology
-from pytest_neuron.core.topology import Host, Topology, TopologyError, host_from_neuron_ls, resolve_topology
+from pytest_neuron.core import detection
+from pytest_neuron.core.detection import host_from_neuron_ls
+from pytest_neuron.core.topology import Host, Topology, TopologyError, resolve_topology
 from pytest_neuron.host import detect
 from pytest_neuron.host.detect import detect_host, detect_with_dev, detect_with_neuron_ls, read_lnc
 
@@ -486,7 +487,7 @@ def test_detect_host_falls_back_to_dev(tmp_path: Path, how: str) -> None:
         "fails": (str(failing),),
         "missing": (str(tmp_path / "missing"),),
         "skipped": None,
-        "default-not-on-path": topology.DEFAULT_NEURON_LS,
+        "default-not-on-path": detection.DEFAULT_NEURON_LS,
     }[how]
     host = detect_host(root, neuron_ls, {"PATH": str(tmp_path / "empty")})
     assert host is not None

@@ -15,23 +15,19 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.record import replace
-from ..core.topology import (
-    _DEVICE_NAME,
+from ..core.detection import (
     DEFAULT_NEURON_LS,
-    LNC_FAMILIES,
+    DEVICE_NAME,
     LNC_FILE,
-    LNC_VARIABLE,
     NEURON_BIN_DIR,
     NEURON_LS_TIMEOUT,
     PHYSICAL_CORES_PER_DEVICE,
     PRODUCT_NAME_FILE,
-    Host,
-    TopologyError,
-    _lnc_from_env,
-    _make_host,
     host_from_neuron_ls,
+    make_host,
 )
+from ..core.record import replace
+from ..core.topology import LNC_FAMILIES, LNC_VARIABLE, Host, TopologyError, _lnc_from_env
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -159,7 +155,7 @@ def detect_with_dev(root: Path, env: Mapping[str, str]) -> Host | None:
         names = os.listdir(root / "dev")
     except OSError:
         names = []
-    devices = sorted({int(m.group(1)) for name in names if (m := _DEVICE_NAME.fullmatch(name))})
+    devices = sorted({int(m.group(1)) for name in names if (m := DEVICE_NAME.fullmatch(name))})
     if not devices:
         _log.debug("no %s/neuron<N> devices", root / "dev")
         return None
@@ -185,7 +181,7 @@ def detect_with_dev(root: Path, env: Mapping[str, str]) -> Host | None:
     logical = per_device // lnc
     device_of = {device * logical + j: device for device in devices for j in range(logical)}
     detail = f"{origin}, LNC={lnc}" if lnc_capable else origin
-    return _make_host(device_of, lnc, f"/dev/neuron* x {per_device} cores ({detail})", product)
+    return make_host(device_of, lnc, f"/dev/neuron* x {per_device} cores ({detail})", product)
 
 
 def detect_host(

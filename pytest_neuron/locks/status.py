@@ -367,7 +367,8 @@ def run_neuron_ls(env: Mapping[str, str]) -> object | None:
 
 def find_host(env: Mapping[str, str]) -> tuple[Host | None, object | None]:
     """This host's cores (neuron-ls, else /dev/neuron*) and neuron-ls's raw output."""
-    from ..core.topology import TopologyError, host_from_neuron_ls
+    from ..core.detection import host_from_neuron_ls
+    from ..core.topology import TopologyError
     from ..host.detect import detect_with_dev
 
     data = run_neuron_ls(env)
