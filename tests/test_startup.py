@@ -35,7 +35,6 @@ COMMON = {
     "pytest_neuron.plugins.needs",
     "pytest_neuron.plugins.options",
     "pytest_neuron.core",
-    "pytest_neuron.core.cmdline",
     "pytest_neuron.core.coreset",
     "pytest_neuron.core.handdown",
     "pytest_neuron.core.need",
@@ -45,34 +44,45 @@ COMMON = {
     "pytest_neuron.core.topology",
     "pytest_neuron.host",
 }
-NO_POOL = COMMON | {
-    "pytest_neuron.core.detection",
-    "pytest_neuron.core.report",
-    "pytest_neuron.host.detect",
-    "pytest_neuron.plugins.no_pool",
-}
-WORKER_SCOPE = COMMON | {
-    "pytest_neuron.core.placement",
-    "pytest_neuron.core.report",
-    "pytest_neuron.core.runtime_env",
-    "pytest_neuron.host.envpatch",
-    "pytest_neuron.host.procinfo",
-    "pytest_neuron.host.reaper",
-    "pytest_neuron.locks",
-    "pytest_neuron.locks.handoff",
-    "pytest_neuron.locks.holders",
-    "pytest_neuron.locks.lease",
-    "pytest_neuron.locks.lockdir",
-    "pytest_neuron.plugins.collection",
-    "pytest_neuron.plugins.context",
-    "pytest_neuron.plugins.reporting",
-}
+#: building the plan: every process but an xdist worker, which receives its controller's
+PLANNING = {"pytest_neuron.core.cmdline", "pytest_neuron.core.planning", "pytest_neuron.core.pool"}
+NO_POOL = (
+    COMMON
+    | PLANNING
+    | {
+        "pytest_neuron.core.detection",
+        "pytest_neuron.core.report",
+        "pytest_neuron.host.detect",
+        "pytest_neuron.plugins.no_pool",
+    }
+)
+WORKER_SCOPE = (
+    COMMON
+    | PLANNING
+    | {
+        "pytest_neuron.core.placement",
+        "pytest_neuron.core.report",
+        "pytest_neuron.core.runtime_env",
+        "pytest_neuron.host.envpatch",
+        "pytest_neuron.host.procinfo",
+        "pytest_neuron.host.reaper",
+        "pytest_neuron.locks",
+        "pytest_neuron.locks.handoff",
+        "pytest_neuron.locks.holders",
+        "pytest_neuron.locks.lease",
+        "pytest_neuron.locks.lockdir",
+        "pytest_neuron.plugins.collection",
+        "pytest_neuron.plugins.context",
+        "pytest_neuron.plugins.reporting",
+    }
+)
 
 
-#: an xdist worker: no report of its own (its summary travels to the controller), and the watchdog
-XDIST_WORKER = (WORKER_SCOPE - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}) | {
-    "pytest_neuron.host.watchdog"
-}
+#: an xdist worker: no plan of its own to build, no report (its summary travels to the controller),
+#: and the watchdog
+XDIST_WORKER = (
+    WORKER_SCOPE - PLANNING - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}
+) | {"pytest_neuron.host.watchdog"}
 
 
 def _loaded(pytester: pytest.Pytester, *args: str, process: str = "main") -> set[str]:

@@ -26,8 +26,9 @@ from ..core.detection import (
     host_from_neuron_ls,
     make_host,
 )
+from ..core.pool import lnc_from_env
 from ..core.record import replace
-from ..core.topology import LNC_FAMILIES, LNC_VARIABLE, Host, TopologyError, _lnc_from_env
+from ..core.topology import LNC_FAMILIES, LNC_VARIABLE, Host, TopologyError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -43,7 +44,7 @@ def read_lnc(env: Mapping[str, str], root: Path) -> int | None:
 
     An empty variable counts as unset; ``None`` when neither is set.
     """
-    from_env = _lnc_from_env(env)
+    from_env = lnc_from_env(env)
     if from_env is not None:
         return from_env
     path = root / LNC_FILE

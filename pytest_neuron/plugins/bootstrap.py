@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.handdown import HANDOFF_ENV, HOST_ENV, NESTED
-from ..core.plan import PLAN_ENV, RunPlan, build_plan, plan_from_json
+from ..core.plan import PLAN_ENV, plan_from_json
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from ..core.handdown import Handoff
+    from ..core.plan import RunPlan
     from ..core.topology import Host
     from .context import NeuronContext, Role
 
@@ -101,6 +102,8 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
         if inherited is not None:
             plan = plan_from_json(inherited)
         else:
+            from ..core.planning import build_plan
+
             plan = build_plan(
                 _option(config, early),
                 _ini(config),
