@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..core.need import UNMARKED
-from .keys import NEED_KEY
+from .keys import CLASSIFIED_KEY, NEED_KEY
 from .needs import MarkedNodes, classify_item
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
     per = 1 if topo is None else max(1, topo.lnc)
 
     def cores_of(item: pytest.Item) -> int:
-        return -(-physical_size(ctx, item.stash[NEED_KEY]) // per)
+        return -(-physical_size(ctx, item.stash.get(NEED_KEY, UNMARKED)) // per)
 
     return cores_of
 
@@ -45,13 +45,10 @@ class Collection:
         pool_size = ctx.plan.pool_size
         pool_lnc = 1 if ctx.plan.topology is None else ctx.plan.topology.lnc
         marked = False
-        nodes = MarkedNodes()
-        for item in items:
-            if nodes.asks(item):
-                need = item.stash[NEED_KEY] = classify_item(item, pool_size, pool_lnc=pool_lnc)
-                marked = marked or need.wants
-            else:
-                item.stash[NEED_KEY] = UNMARKED
+        for item in MarkedNodes().asking(items):  # the others are unmarked: no stash entry
+            need = item.stash[NEED_KEY] = classify_item(item, pool_size, pool_lnc=pool_lnc)
+            marked = marked or need.wants
+        config.stash[CLASSIFIED_KEY] = True
         if ctx.plan.scope == "test":
             from .scheduler import order_items  # the order in effect (plugins/scheduler.py)
 
@@ -66,7 +63,7 @@ class Collection:
             # JUnit properties of unmarked tests, only when a JUnit report is written
             visible = ctx.visible_in_effect(lease)[1]
             for item in items:
-                if not item.stash[NEED_KEY].wants:
+                if not item.stash.get(NEED_KEY, UNMARKED).wants:
                     item.user_properties.append(("neuron_cores", visible))
                     item.user_properties.append(("neuron_wait_seconds", round(lease.wait_seconds, 4)))
                     if ctx.worker:

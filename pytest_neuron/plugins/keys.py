@@ -17,4 +17,6 @@ INHERITED_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: the plan cam
 CONTEXT_KEY: pytest.StashKey[NeuronContext] = pytest.StashKey()  # config: this process's context
 NO_POOL_KEY: pytest.StashKey[bool] = pytest.StashKey()  # config: no pool, so no context
 NEED_KEY: pytest.StashKey[Need] = pytest.StashKey()  # item: what it asks for, decided at collection
+#: config: collection classified this process's items (an item without NEED_KEY is then unmarked)
+CLASSIFIED_KEY: pytest.StashKey[bool] = pytest.StashKey()
 TEST_LEASE_KEY: pytest.StashKey[TestCores] = pytest.StashKey()  # item: its lease in test scope

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..core.need import UNMARKED, Need, classify
-from .keys import NEED_KEY
+from .keys import CLASSIFIED_KEY, NEED_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,11 +25,12 @@ class _Node(Protocol):  # what this module reads of a pytest node (pytest does n
 
 
 class MarkedNodes:
-    """Whether a node or one of its parents carries a ``neuron`` mark, cached per parent.
+    """Which items may ask for cores: a ``neuron`` mark on the item or a parent, or the fixture.
 
-    Reads ``Node.own_markers`` (public): for the thousands of unmarked items of a suite this costs a
-    scan of an (almost always empty) list and one dict lookup, where ``get_closest_marker`` walks
-    every parent of every item.  Only an item found marked pays for ``get_closest_marker``.
+    Reads ``Node.own_markers`` (public), each parent's once: for the thousands of unmarked items of
+    a suite this is a few attribute reads per item inside one comprehension, where
+    ``get_closest_marker`` walks every parent of every item.  Only an item found here pays for
+    ``get_closest_marker`` (:func:`classify_item`).
     """
 
     def __init__(self) -> None:
@@ -47,18 +48,23 @@ class MarkedNodes:
             known = self._parents[key] = self._own(node) or self._chain(node.parent)
         return known
 
-    def asks(self, item: pytest.Item) -> bool:
-        """Whether ``item`` may ask for cores: a ``neuron`` mark on it or a parent, or the fixture.
+    def asking(self, items: list[pytest.Item]) -> list[pytest.Item]:
+        """The items that may ask for cores, in order.
 
-        The loop body of collection for every item, so written for the common answer (no): an
-        empty ``own_markers``, the parent's cached answer, one membership test.
+        The one loop over every item of collection, written for the common answer (no): the
+        parents are judged once each, then each item costs an empty ``own_markers``, one set
+        membership test and one list membership test.
         """
-        if item.own_markers and self._own(item):
-            return True
-        known = self._parents.get(id(item.parent))
-        if known is None:
-            known = self._chain(item.parent)
-        return known or FIXTURE in getattr(item, "fixturenames", ())
+        parents = {id(item.parent): item.parent for item in items}
+        marked = {key for key, parent in parents.items() if self._chain(parent)}
+        own = self._own
+        return [
+            item
+            for item in items
+            if (item.own_markers and own(item))
+            or id(item.parent) in marked
+            or FIXTURE in getattr(item, "fixturenames", ())
+        ]
 
 
 def asks_for_cores(item: pytest.Item) -> bool:
@@ -96,9 +102,13 @@ def _shown(mark: pytest.Mark) -> str:
 
 
 def need_of(item: pytest.Item, pool_size: int | None) -> Need:
-    """The item's :class:`Need`; classified now if it never went through collection here."""
+    """The item's :class:`Need`: collection stashes it for the items that may ask for cores, and
+    an item collected here without one is unmarked; one that never went through collection here is
+    classified now."""
     need = item.stash.get(NEED_KEY, None)
     if need is None:
+        if item.config.stash.get(CLASSIFIED_KEY, False):
+            return UNMARKED
         need = item.stash[NEED_KEY] = classify_item(item, pool_size)
     return need
 

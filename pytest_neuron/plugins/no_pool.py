@@ -23,8 +23,7 @@ class NoCores:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        marked = MarkedNodes()
-        asking = [item for item in items if marked.asks(item)]
+        asking = MarkedNodes().asking(items)
         if not asking:
             return
         if self.require is None:
