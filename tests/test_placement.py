@@ -206,3 +206,17 @@ def test_reserved_window_avoids_forbidden_and_has_fewest_busy(
         return
     assert window in allowed
     assert sum(c in busy for c in window) == min(sum(c in busy for c in w) for w in allowed)
+
+
+@settings(max_examples=250, deadline=None)
+@given(placements())
+def test_a_request_of_the_whole_pool_is_placed_as_choose_window_would(
+    case: tuple[tuple[int, ...], int, frozenset[int], dict[int, int]],
+) -> None:
+    """lease.py places a request of the whole pool without placement.py; it must agree with it."""
+    from pytest_neuron.locks.lease import whole_pool_window
+
+    pool, _, free, devices = case
+    free_in_pool = [c for c in pool if c in free]
+    assert whole_pool_window(pool, free_in_pool) == choose_window(pool, len(pool), free, device_of=devices)
+    assert bool(candidate_windows(pool, len(pool))) == (whole_pool_window(pool, list(pool)) is not None)

@@ -60,7 +60,6 @@ WORKER_SCOPE = (
     COMMON
     | PLANNING
     | {
-        "pytest_neuron.core.placement",
         "pytest_neuron.core.report",
         "pytest_neuron.core.runtime_env",
         "pytest_neuron.host.envpatch",

@@ -69,8 +69,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..core.coreset import format_coreset
-from ..core.placement import candidate_windows, choose_window, reservation_window
+from ..core.coreset import format_coreset, is_contiguous
 from ..core.record import mutable_record, replace
 from ..host.procinfo import (
     become_subreaper,
@@ -207,6 +206,16 @@ class LeaseManager:
         topo = self.topology
         return [c for c in topo.cores if not unavailable.intersection(topo.physical[c])]
 
+    def _choose(self, k: int, free: list[int]) -> tuple[int, ...] | None:
+        """placement.choose_window; for the whole pool (a single run's slice, an xdist worker's, a
+        controller's reservation) without importing placement.py: the pool is the only window."""
+        topo = self.topology
+        if k == len(topo.cores):
+            return whole_pool_window(topo.cores, free)
+        from ..core.placement import choose_window
+
+        return choose_window(topo.cores, k, free, device_of=topo.device_of)
+
     def _try_place(
         self,
         k: int,
@@ -233,9 +242,7 @@ class LeaseManager:
         checked_records = False
         self._survivors = {}
         for _ in range(len(topo.cores) + 2):
-            window = choose_window(
-                topo.cores, k, self._logical_free(everything - allowed), device_of=topo.device_of
-            )
+            window = self._choose(k, self._logical_free(everything - allowed))
             if window is None:
                 if checked_records:
                     break
@@ -326,6 +333,8 @@ class LeaseManager:
         topo = self.topology
         busy_logical = [c for c in topo.cores if busy.intersection(topo.physical[c])]
         forbidden_logical = [c for c in topo.cores if forbidden.intersection(topo.physical[c])]
+        from ..core.placement import reservation_window  # a waiter that has aged: not an uncontended path
+
         window = reservation_window(topo.cores, k, busy_logical, forbidden_logical, device_of=topo.device_of)
         return () if window is None else topo.physical_cores(window)
 
@@ -335,7 +344,7 @@ class LeaseManager:
         pool = f"pool {format_coreset(topo.cores)} ({topo.source})"
         if k < 1 or k > topo.size:
             raise LeaseError(f"cannot lease {k} cores from a pool of {topo.size} ({topo.source})")
-        if not candidate_windows(tuple(topo.cores), k):
+        if not (is_contiguous(topo.cores) if k == len(topo.cores) else _has_window(topo.cores, k)):
             raise LeaseError(
                 f"cannot lease {k} core{'s' if k != 1 else ''} from {pool}: it has no {k} consecutive "
                 "cores, and the runtime needs a contiguous range"
@@ -433,6 +442,8 @@ class LeaseManager:
         """Register this request as a waiter, and reserve a window once it has aged."""
         topo = self.topology
         if waiter is None:
+            from ..core.placement import candidate_windows
+
             windows = tuple(topo.physical_cores(w) for w in candidate_windows(topo.cores, k))
             from .waiters import new_ticket
 
@@ -557,6 +568,19 @@ class LeaseManager:
 
 
 __all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]
+
+
+def whole_pool_window(pool: tuple[int, ...], free: list[int]) -> tuple[int, ...] | None:
+    """What placement.choose_window returns for a request of the whole ``pool``: the pool itself
+    when every core is free and it is one consecutive range (the runtime rejects gaps), else
+    nothing (tests/test_placement.py checks the two agree)."""
+    return pool if len(free) == len(pool) and is_contiguous(pool) else None
+
+
+def _has_window(pool: tuple[int, ...], k: int) -> bool:
+    from ..core.placement import candidate_windows
+
+    return bool(candidate_windows(tuple(pool), k))
 
 
 def _available_to(k: int, ticket: str | None, free: set[int], waiters: list[Waiter]) -> set[int]:
