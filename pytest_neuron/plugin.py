@@ -95,8 +95,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture
 def neuron_cores(request: pytest.FixtureRequest) -> NeuronCores:
     """The NeuronCores this test runs with (skips when there are none)."""
+    from .plugins.classify import need_of
     from .plugins.marked import lease_of
-    from .plugins.needs import need_of
     from .plugins.state import cores_for
 
     context = request.config.stash.get(CONTEXT_KEY, None)

@@ -37,7 +37,6 @@ COMMON = {
     "pytest_neuron.core",
     "pytest_neuron.core.coreset",
     "pytest_neuron.core.handdown",
-    "pytest_neuron.core.need",
     "pytest_neuron.core.plan",
     "pytest_neuron.core.record",
     "pytest_neuron.core.settings",
@@ -60,6 +59,7 @@ WORKER_SCOPE = (
     COMMON
     | PLANNING
     | {
+        "pytest_neuron.core.need",
         "pytest_neuron.core.report",
         "pytest_neuron.core.runtime_env",
         "pytest_neuron.host.envpatch",

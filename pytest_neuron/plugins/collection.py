@@ -8,7 +8,7 @@ import pytest
 
 from ..core.need import UNMARKED
 from .keys import CLASSIFIED_KEY, NEED_KEY
-from .needs import MarkedNodes, classify_item
+from .needs import MarkedNodes
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,9 +45,13 @@ class Collection:
         pool_size = ctx.plan.pool_size
         pool_lnc = 1 if ctx.plan.topology is None else ctx.plan.topology.lnc
         marked = False
-        for item in MarkedNodes().asking(items):  # the others are unmarked: no stash entry
-            need = item.stash[NEED_KEY] = classify_item(item, pool_size, pool_lnc=pool_lnc)
-            marked = marked or need.wants
+        asking = MarkedNodes().asking(items)  # the others are unmarked: no stash entry
+        if asking:
+            from .classify import classify_item
+
+            for item in asking:
+                need = item.stash[NEED_KEY] = classify_item(item, pool_size, pool_lnc=pool_lnc)
+                marked = marked or need.wants
         config.stash[CLASSIFIED_KEY] = True
         if ctx.plan.scope == "test":
             from .scheduler import order_items  # the order in effect (plugins/scheduler.py)

@@ -9,8 +9,8 @@ import pytest
 
 from ..core.lnc import lnc_problem
 from ..host.envpatch import EnvPatch
+from .classify import need_of
 from .keys import TEST_LEASE_KEY
-from .needs import need_of
 from .state import NeuronWarning
 from .timeout import effective_pytest_timeout
 

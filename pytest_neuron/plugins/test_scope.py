@@ -20,10 +20,10 @@ import pytest
 from ..core.lnc import lnc_problem
 from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
+from .classify import need_of
 from .context import LeaseWaitFailed
 from .keys import TEST_LEASE_KEY
 from .marked import add_properties, check_timeouts
-from .needs import need_of
 from .state import NeuronWarning
 
 if TYPE_CHECKING:
