@@ -178,7 +178,7 @@ def test_three_runs_under_kills_sigterms_and_sigstops(scenario: Scenario) -> Non
     import random
     import time
 
-    from pytest_neuron.locks.lockdir import flock_holder
+    from pytest_neuron.locks.proclocks import flock_holder
 
     rng = random.Random(15)
     runs = {

@@ -30,7 +30,7 @@ from pytest_neuron.core.status_view import (
     to_json,
 )
 from pytest_neuron.locks.holders import Holder, current_user
-from pytest_neuron.locks.lockdir import find_lock, parse_proc_locks
+from pytest_neuron.locks.proclocks import find_lock, parse_proc_locks
 from pytest_neuron.locks.status import (
     FREE,
     HELD,

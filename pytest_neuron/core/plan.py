@@ -2,23 +2,23 @@
 
 Built once per process, from the command line, the environment and the ini
 file (planning.py's ``build_plan``), or in an xdist worker from the controller's plan
-(:func:`plan_from_json`), so every worker works from the same pool.
+(plan_wire.py), so every worker works from the same pool.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .handdown import Controller, Handoff
-from .record import asdict, field, record, replace
-from .settings import Resolved
-from .topology import Host, Topology
+from .record import field, record, replace
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .handdown import Controller, Handoff
+    from .settings import Resolved
+    from .topology import Host, Topology
 
 PLAN_ENV = "PYTEST_NEURON_PLAN"
 
@@ -99,69 +99,3 @@ class RunPlan:
                 count += 1
         limit = self.topology.limit
         return count if limit is None else min(count, limit // size)
-
-
-# -- passing the plan to xdist workers ------------------------------------------
-def plan_to_json(plan: RunPlan) -> str:
-    topo = plan.topology
-    data: dict[str, Any] = {
-        "settings": {k: [r.value, r.source] for k, r in plan.settings.items()},
-        "user_env": dict(plan.user_env),
-        "slice_size": plan.slice_size,
-        "run_id": plan.run_id,
-        "command": plan.command,
-        "run_pool": plan.run_pool,
-        "controller": None if plan.controller is None else asdict(plan.controller),
-        "handoff": None
-        if plan.handoff is None
-        else {
-            "root": str(plan.handoff.root),
-            "pid": plan.handoff.pid,
-            "starttime": plan.handoff.starttime,
-            "cores": sorted(plan.handoff.cores),
-            "plugin_vars": list(plan.handoff.plugin_vars),
-        },
-        "topology": None
-        if topo is None
-        else asdict(topo)
-        | {
-            "physical": {str(k): list(v) for k, v in topo.physical.items()},
-            "device_of": {str(k): v for k, v in topo.device_of.items()},
-        },
-    }
-    return json.dumps(data, separators=(",", ":"))
-
-
-def plan_from_json(text: str) -> RunPlan:
-    data = json.loads(text)
-    topo_data = data["topology"]
-    topology = None
-    if topo_data is not None:
-        topology = Topology(
-            cores=tuple(topo_data["cores"]),
-            physical={int(k): tuple(v) for k, v in topo_data["physical"].items()},
-            source=topo_data["source"],
-            lnc=topo_data["lnc"],
-            device_of={int(k): v for k, v in topo_data["device_of"].items()},
-            instance_type=topo_data["instance_type"],
-            limit=topo_data["limit"],
-            whole_host=topo_data.get("whole_host", False),
-        )
-    handoff = None
-    if data["handoff"] is not None:
-        h = data["handoff"]
-        handoff = Handoff(
-            Path(h["root"]), h["pid"], h["starttime"], frozenset(h["cores"]), tuple(h["plugin_vars"])
-        )
-    settings = {k: Resolved(v[0], v[1]) for k, v in data["settings"].items()}
-    return RunPlan(
-        topology,
-        settings,
-        data["user_env"],
-        handoff,
-        slice_size=data["slice_size"],
-        run_id=data["run_id"],
-        command=data["command"],
-        run_pool=data.get("run_pool"),
-        controller=None if data.get("controller") is None else Controller(**data["controller"]),
-    )

@@ -1,7 +1,7 @@
 """Building a run's plan from the command line, the environment and the ini file.
 
 Only a process that starts a run builds one (a single run, an xdist controller); a worker
-receives its controller's plan (plan.py's ``plan_from_json``) and never imports this module.
+receives its controller's plan (plan_wire.py) and never imports this module.
 """
 
 from __future__ import annotations

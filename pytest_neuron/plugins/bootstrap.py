@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.handdown import HANDOFF_ENV, HOST_ENV, NESTED
-from ..core.plan import PLAN_ENV, plan_from_json
+from ..core.plan import PLAN_ENV
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
@@ -100,6 +100,8 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
     inherited = os.environ.pop(PLAN_ENV, None)
     try:
         if inherited is not None:
+            from ..core.plan_wire import plan_from_json
+
             plan = plan_from_json(inherited)
         else:
             from ..core.planning import build_plan

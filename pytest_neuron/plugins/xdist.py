@@ -125,7 +125,8 @@ class XdistHooks:
         context = config.stash.get(CONTEXT_KEY, None)
         if context is None or context.plan.topology is None:
             return
-        from ..core.plan import PLAN_ENV, plan_to_json
+        from ..core.plan import PLAN_ENV
+        from ..core.plan_wire import plan_to_json
         from ..host.watchdog import this_process
         from .bootstrap import runs_tests
 
@@ -142,7 +143,8 @@ class XdistHooks:
     def _reserve_run(self, context: NeuronContext, specs: list[Any]) -> None:
         """Reserve ``len(specs)`` slices in one request and give each worker its own."""
         from ..core.coreset import format_coreset
-        from ..core.plan import PLAN_ENV, plan_to_json
+        from ..core.plan import PLAN_ENV
+        from ..core.plan_wire import plan_to_json
         from ..core.runtime_env import VISIBLE
         from ..locks.handoff import HANDOFF_ENV, Handoff
         from .context import LeaseWaitFailed
