@@ -21,7 +21,7 @@ ACCEPTED_FORMS = "an index '4', a range '4-7', or a comma list such as '0-3,8'"
 # Larger indices are typos; refusing them keeps ``0-9999999999`` from building a huge set.
 MAX_CORE = 65535
 
-_PART = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", re.ASCII)
+_PART = r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?"  # compiled by re on first use (an xdist worker parses no set)
 
 
 class CoreSetError(ValueError):
@@ -52,7 +52,7 @@ def parse_coreset(
     for part in text.split(","):
         if not part.strip():
             raise fail("it has an empty part")
-        match = _PART.fullmatch(part)
+        match = re.fullmatch(_PART, part, re.ASCII)
         if match is None:
             stripped = part.strip()
             if stripped.startswith("-") and stripped[1:].strip().isdigit():

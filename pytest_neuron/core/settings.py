@@ -34,7 +34,7 @@ DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_PORT_BASE = 61234
 MAX_SECONDS = 10**7  # about 116 days: the largest wait bound accepted
 MAX_EXEC_TIMEOUT = 2**31 - 1  # the largest value NEURON_RT_EXEC_TIMEOUT is exported with
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+_DECIMAL = r"[0-9]+(\.[0-9]*)?|\.[0-9]+"  # compiled by re on first use: most runs give no seconds
 
 
 class SettingError(ValueError):
@@ -122,7 +122,7 @@ def parse_seconds(value: object, source: str) -> float:
         seconds = float(value)
     else:
         text = str(value).strip()
-        if not _DECIMAL.fullmatch(text):
+        if not re.fullmatch(_DECIMAL, text):
             raise _bad(value, source, accepted)
         seconds = float(text)
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:

@@ -40,8 +40,9 @@ MAX_CORES = 4096
 MAX_SINCE = 1e11  # seconds since the epoch: about the year 5000
 #: the longest text of each string field; longer values are shortened when written
 LIMITS = {"host": 255, "user": 256, "command": 1024, "lease_id": 64, "worker": 128, "test": 2048, "pidns": 64}
-LEASE_ID = re.compile(r"[0-9a-f]{8,64}")
-RECORD_NAME = re.compile(r"([0-9a-f]{8,64})\.json")
+#: patterns, compiled by re on first use: a run that finds no other record reads none
+LEASE_ID = r"[0-9a-f]{8,64}"
+RECORD_NAME = r"([0-9a-f]{8,64})\.json"
 
 
 def shorten(text: str, limit: int) -> str:
@@ -165,7 +166,7 @@ def decode_holder(raw: object) -> Holder | None:
         and 0 <= since < MAX_SINCE
         and all(_is_text(raw.get(k), k) for k in ("host", "user", "command"))
         and isinstance(lease_id, str)
-        and LEASE_ID.fullmatch(lease_id)
+        and re.fullmatch(LEASE_ID, lease_id)
         and _is_text(raw.get("worker"), "worker", optional=True)
         and _is_text(raw.get("test"), "test", optional=True)
         and _is_text(raw.get("pidns", ""), "pidns")
@@ -229,7 +230,7 @@ def read_record(path: Path) -> Holder | None:
     holder = decode_holder(decode_json(read_small_file(path)))
     if holder is None:
         return None
-    match = RECORD_NAME.fullmatch(path.name)
+    match = re.fullmatch(RECORD_NAME, path.name)
     if match is not None and match.group(1) != holder.lease_id:
         return None  # a record under another lease's name
     return holder
@@ -259,7 +260,7 @@ class HolderRecords:
         seen, fresh = self._seen, {}
         found: dict[str, Holder] = {}
         for name in names:
-            match = RECORD_NAME.fullmatch(name)
+            match = re.fullmatch(RECORD_NAME, name)
             if match is None:
                 continue
             lease_id = match.group(1)

@@ -409,7 +409,7 @@ def read_leases(root: Path) -> dict[str, Holder]:
     """
     leases: dict[str, Holder] = {}
     for name in _listdir(root / "holders"):
-        if RECORD_NAME.fullmatch(name):
+        if re.fullmatch(RECORD_NAME, name):
             record = read_record(root / "holders" / name)
             if record is not None:
                 leases[record.lease_id] = record

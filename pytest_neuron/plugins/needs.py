@@ -5,21 +5,23 @@ classify.py decides what the items found here ask for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     import pytest
+
+    class _Node(Protocol):  # what this module reads of a pytest node (pytest does not export Node)
+        @property
+        def own_markers(self) -> list[pytest.Mark]: ...
+
+        @property
+        def parent(self) -> _Node | None: ...
+
 
 FIXTURE = "neuron_cores"
 MARKER = "neuron"
-
-
-class _Node(Protocol):  # what this module reads of a pytest node (pytest does not export Node)
-    @property
-    def own_markers(self) -> list[pytest.Mark]: ...
-
-    @property
-    def parent(self) -> _Node | None: ...
 
 
 class MarkedNodes:
