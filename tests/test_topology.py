@@ -18,7 +18,7 @@ from topology_fixtures import (
 
 from pytest_neuron.core import detection
 from pytest_neuron.core.detection import host_from_neuron_ls
-from pytest_neuron.core.pool import resolve_topology
+from pytest_neuron.core.planning import resolve_topology
 from pytest_neuron.core.topology import Host, Topology, TopologyError
 from pytest_neuron.host import detect
 from pytest_neuron.host.detect import detect_host, detect_with_dev, detect_with_neuron_ls, read_lnc

@@ -2,6 +2,19 @@
 
 Only a process that starts a run builds one (a single run, an xdist controller); a worker
 receives its controller's plan (plan_wire.py) and never imports this module.
+
+Which NeuronCores the run may use is found by a chain of providers, tried in order; the
+first that answers wins and the result names it in ``source``:
+
+1. ``--neuron-cores`` / ini ``neuron_cores``: an explicit pool, trusted as given
+   (this is how a machine without Neuron devices simulates one);
+2. an inherited ``NEURON_RT_VISIBLE_CORES``: that set is the pool;
+3. an inherited ``NEURON_RT_NUM_CORES=N`` (N > 0): N of the detected cores;
+4. ``neuron-ls --json-output`` (run by host/detect.py, parsed by detection.py);
+5. ``/dev/neuron*`` devices times the cores per device of the instance family (host/detect.py);
+6. nothing: no Neuron cores here.
+
+(topology.py has the values: :class:`~pytest_neuron.core.topology.Topology`, ``Host``.)
 """
 
 from __future__ import annotations
@@ -9,16 +22,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .cmdline import this_command
+from .coreset import CoreSetError, format_coreset, parse_coreset
 from .plan import RunPlan
-from .pool import resolve_topology
+from .record import replace
 from .settings import REQUIRE, RUN_SETTINGS, Resolved, SettingError, Spec, resolve
-from .topology import TopologyError
+from .topology import LNC_VARIABLE, NUM_CORES, VISIBLE_CORES, Host, Topology, TopologyError, identity_topology
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
     from .handdown import Handoff
-    from .topology import Host
 
 USER_ENV_PREFIXES = ("NEURON_", "PYTEST_NEURON_")
 USER_ENV_NAMES = ("MASTER_PORT",)
@@ -96,3 +109,95 @@ def _resolve(
     if active or spec is REQUIRE:
         return resolve(spec, cmdline=cmdline(spec.dest), env=env, ini=ini(spec.ini))
     return resolve(spec, cmdline=cmdline(spec.dest), env={}, ini=None)
+
+
+# -- the pool: the provider chain of the module docstring -------------------------------------
+def lnc_from_env(env: Mapping[str, str]) -> int | None:
+    value = env.get(LNC_VARIABLE, "").strip()
+    if value in ("", "1", "2"):
+        return int(value) if value else None
+    raise TopologyError(
+        f"invalid logical NeuronCore config {value!r} from environment variable {LNC_VARIABLE}: "
+        "expected 1 or 2"
+    )
+
+
+def _parse(value: str, source: str) -> frozenset[int]:
+    try:
+        return parse_coreset(value, source)
+    except CoreSetError as exc:
+        raise TopologyError(str(exc)) from exc
+
+
+def _from_host(host: Host, cores: Collection[int], source: str, limit: int | None = None) -> Topology:
+    ordered = tuple(sorted(cores))
+    return Topology(
+        cores=ordered,
+        physical={core: host.physical[core] for core in ordered},
+        source=source,
+        lnc=host.lnc,
+        device_of={core: host.device_of[core] for core in ordered if core in host.device_of},
+        instance_type=host.instance_type,
+        limit=limit,
+    )
+
+
+def resolve_topology(
+    *,
+    explicit: tuple[str, str] | None,
+    env: Mapping[str, str],
+    detect: Callable[[], Host | None],
+) -> Topology | None:
+    """Run the provider chain of the module docstring; ``None`` when no core is found.
+
+    ``explicit`` is ``(value, source)`` from ``--neuron-cores`` or ini
+    ``neuron_cores``; ``detect`` runs providers 4 and 5 and is called at most once.
+    """
+    visible = env.get(VISIBLE_CORES, "").strip()
+    visible_source = f"environment variable {VISIBLE_CORES}"
+    if explicit is not None:
+        value, source = explicit
+        pool = _parse(value, source)
+        if visible:
+            outer = _parse(visible, visible_source)
+            if not pool <= outer:
+                raise TopologyError(
+                    f"{source} {value.strip()!r} names core {min(pool - outer)}, outside the inherited "
+                    f"{VISIBLE_CORES}={visible!r}; name only cores within {format_coreset(outer)}"
+                )
+        return identity_topology(pool, f"{source}={value.strip()}", lnc=lnc_from_env(env) or 1)
+
+    if visible:
+        pool = _parse(visible, visible_source)
+        host = detect()
+        if host is None:
+            return identity_topology(pool, f"{VISIBLE_CORES}={visible}", lnc=lnc_from_env(env) or 1)
+        try:
+            parse_coreset(
+                visible, visible_source, within=host.cores, within_name=f"the cores of {host.source}"
+            )
+        except CoreSetError as exc:
+            raise TopologyError(f"{exc}; to use it as given, pass --neuron-cores={visible}") from exc
+        return _from_host(host, pool, f"{VISIBLE_CORES}={visible} of {host.source}")
+
+    number = env.get(NUM_CORES, "").strip()
+    if number and not (number.isascii() and number.isdigit()):
+        raise TopologyError(
+            f"invalid {NUM_CORES} {number!r} from the environment: expected a whole number of cores "
+            "(0 means all)"
+        )
+    count = int(number) if number else 0
+    host = detect()
+    if count == 0:
+        return None if host is None else replace(_from_host(host, host.cores, host.source), whole_host=True)
+    if host is None:
+        raise TopologyError(
+            f"{NUM_CORES}={count} is set in the environment but no Neuron device was found; "
+            "name the cores with --neuron-cores"
+        )
+    if count > len(host.cores):
+        raise TopologyError(
+            f"{NUM_CORES}={count} from the environment asks for more cores than {host.source} "
+            f"has ({len(host.cores)}: {format_coreset(host.cores)}); expected at most {len(host.cores)}"
+        )
+    return _from_host(host, host.cores, f"{NUM_CORES}={count} of {host.source}", limit=count)

@@ -3,7 +3,7 @@
 Logical core indices are what ``NEURON_RT_VISIBLE_CORES`` names.  With a logical
 NeuronCore config (LNC) of 2, logical core ``i`` covers physical cores ``2i`` and
 ``2i+1``; locks are always taken on physical cores, so runs at LNC=1 and LNC=2
-on one host can never overlap.  Which cores a run may use is found by pool.py.
+on one host can never overlap.  Which cores a run may use is found by planning.py.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from ..core.detection import (
     host_from_neuron_ls,
     make_host,
 )
-from ..core.pool import lnc_from_env
+from ..core.planning import lnc_from_env
 from ..core.record import replace
 from ..core.topology import LNC_FAMILIES, LNC_VARIABLE, Host, TopologyError
 
