@@ -32,7 +32,6 @@ COMMON = {
     "pytest_neuron.plugins",
     "pytest_neuron.plugins.bootstrap",
     "pytest_neuron.plugins.keys",
-    "pytest_neuron.plugins.needs",
     "pytest_neuron.plugins.options",
     "pytest_neuron.core",
     "pytest_neuron.core.coreset",
@@ -52,6 +51,7 @@ NO_POOL = (
         "pytest_neuron.core.detection",
         "pytest_neuron.core.report",
         "pytest_neuron.host.detect",
+        "pytest_neuron.plugins.collection",
         "pytest_neuron.plugins.no_pool",
     }
 )
@@ -59,7 +59,6 @@ WORKER_SCOPE = (
     COMMON
     | PLANNING
     | {
-        "pytest_neuron.core.need",
         "pytest_neuron.core.report",
         "pytest_neuron.core.runtime_env",
         "pytest_neuron.host.envpatch",

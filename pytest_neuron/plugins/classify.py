@@ -1,6 +1,6 @@
 """What an item asks for: its ``neuron`` marker and the ``neuron_cores`` fixture, read once per item.
 
-Imported only when some item may ask for cores (needs.py finds them) or a per-test hook asks.
+Imported only when some item may ask for cores (collection.py finds them) or a per-test hook asks.
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.need import UNMARKED, Need, classify
-from .keys import CLASSIFIED_KEY, NEED_KEY
-from .needs import FIXTURE, MARKER
+from .keys import CLASSIFIED_KEY, FIXTURE, MARKER, NEED_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def classify_item(item: pytest.Item, pool_size: int | None, *, pool_lnc: int = 1) -> Need:
-    """The :class:`Need` of ``item`` (collection asks only for the items needs.py finds)."""
+    """The :class:`Need` of ``item`` (collection asks only for the items MarkedNodes finds)."""
     uses_fixture = FIXTURE in getattr(item, "fixturenames", ())
     marker = item.get_closest_marker(MARKER)
     if marker is None and not uses_fixture:

@@ -1,4 +1,4 @@
-"""Collection: what each test asks for, decided once, and the plugins that this calls for."""
+"""Collection: which tests may ask for cores (found once), what they ask for, and the plugins it calls for."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..core.need import UNMARKED
-from .keys import CLASSIFIED_KEY, NEED_KEY
-from .needs import MarkedNodes
+from .keys import CLASSIFIED_KEY, FIXTURE, MARKER, NEED_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Protocol
 
     from ..core.need import Need
     from .context import NeuronContext
+
+    class _Node(Protocol):  # what this module reads of a pytest node (pytest does not export Node)
+        @property
+        def own_markers(self) -> list[pytest.Mark]: ...
+
+        @property
+        def parent(self) -> _Node | None: ...
 
 
 def physical_size(ctx: NeuronContext, need: Need) -> int:
@@ -24,6 +30,8 @@ def physical_size(ctx: NeuronContext, need: Need) -> int:
 def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
     """How many of the pool's cores an item's window takes (its cores at its own LNC, in the pool's
     numbering: a 2-core LNC=2 test takes 4 cores of an LNC=1 pool)."""
+    from ..core.need import UNMARKED
+
     topo = ctx.plan.topology
     per = 1 if topo is None else max(1, topo.lnc)
 
@@ -31,6 +39,49 @@ def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
         return -(-physical_size(ctx, item.stash.get(NEED_KEY, UNMARKED)) // per)
 
     return cores_of
+
+
+class MarkedNodes:
+    """Which items may ask for cores: a ``neuron`` mark on the item or a parent, or the fixture.
+
+    Reads ``Node.own_markers`` (public), each parent's once: for the thousands of unmarked items of
+    a suite this is a few attribute reads per item inside one comprehension, where
+    ``get_closest_marker`` walks every parent of every item.  Only an item found here pays for
+    ``get_closest_marker`` (classify.py's ``classify_item``).
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[int, bool] = {}
+
+    def _own(self, node: _Node) -> bool:
+        return any(mark.name == MARKER for mark in node.own_markers)
+
+    def _chain(self, node: _Node | None) -> bool:
+        if node is None:
+            return False
+        key = id(node)
+        known = self._parents.get(key)
+        if known is None:
+            known = self._parents[key] = self._own(node) or self._chain(node.parent)
+        return known
+
+    def asking(self, items: list[pytest.Item]) -> list[pytest.Item]:
+        """The items that may ask for cores, in order.
+
+        The one loop over every item of collection, written for the common answer (no): the
+        parents are judged once each, then each item costs an empty ``own_markers``, one set
+        membership test and one list membership test.
+        """
+        parents = {id(item.parent): item.parent for item in items}
+        marked = {key for key, parent in parents.items() if self._chain(parent)}
+        own = self._own
+        return [
+            item
+            for item in items
+            if (item.own_markers and own(item))
+            or id(item.parent) in marked
+            or FIXTURE in getattr(item, "fixturenames", ())
+        ]
 
 
 class Collection:
@@ -65,6 +116,8 @@ class Collection:
         lease = ctx.state.lease
         if ctx.plan.scope == "worker" and lease is not None and getattr(config.option, "xmlpath", None):
             # JUnit properties of unmarked tests, only when a JUnit report is written
+            from ..core.need import UNMARKED
+
             visible = ctx.visible_in_effect(lease)[1]
             for item in items:
                 if not item.stash.get(NEED_KEY, UNMARKED).wants:

@@ -1,4 +1,4 @@
-"""Every stash key of pytest-neuron, in one place."""
+"""Every stash key of pytest-neuron, in one place, and the names users write (marker, fixture)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,7 @@ NEED_KEY: pytest.StashKey[Need] = pytest.StashKey()  # item: what it asks for, d
 #: config: collection classified this process's items (an item without NEED_KEY is then unmarked)
 CLASSIFIED_KEY: pytest.StashKey[bool] = pytest.StashKey()
 TEST_LEASE_KEY: pytest.StashKey[TestCores] = pytest.StashKey()  # item: its lease in test scope
+
+#: the names users write: the marker and the fixture
+MARKER = "neuron"
+FIXTURE = "neuron_cores"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .needs import MarkedNodes
+from .collection import MarkedNodes
 
 NO_CORES = (
     "no Neuron cores: no device was found on this host and no pool was given "
