@@ -18,7 +18,7 @@ import pytest
 from conftest import BASE_ARGS, assert_outcomes
 from e2e_helpers import gone, text_of, wait_for, worker_slices
 
-from pytest_neuron.core.handdown import HOST_ENV, Controller
+from pytest_neuron.core.plan import HOST_ENV, Controller
 from pytest_neuron.core.report import summary_lines
 from pytest_neuron.core.runtime_env import MASTER_PORT, ROOT_COMM_ID, split_worker_env
 from pytest_neuron.core.topology import Host
@@ -332,7 +332,7 @@ def test_a_handed_down_host_is_used_only_by_descendants() -> None:
 # -- item 7: the watchdog needs no thread ----------------------------------------------------------
 ORPHAN_CHILD = """
 import os, sys, time
-from pytest_neuron.core.handdown import Controller
+from pytest_neuron.core.plan import Controller
 from pytest_neuron.host import watchdog
 controller = Controller(watchdog.boot_id(), int(sys.argv[1]), None)
 print(watchdog.watch_parent(controller, grace=0.5), flush=True)
@@ -364,7 +364,7 @@ def test_a_worker_whose_controller_is_already_gone_exits_at_once() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     code = (
-        "from pytest_neuron.core.handdown import Controller\n"
+        "from pytest_neuron.core.plan import Controller\n"
         "from pytest_neuron.host import watchdog\n"
         f"watchdog.watch_parent(Controller(watchdog.boot_id(), {dead.pid}, 1))\n"
         "print('still here')\n"

@@ -35,7 +35,6 @@ COMMON = {
     "pytest_neuron.plugins.options",
     "pytest_neuron.core",
     "pytest_neuron.core.coreset",
-    "pytest_neuron.core.handdown",
     "pytest_neuron.core.plan",
     "pytest_neuron.core.record",
     "pytest_neuron.core.settings",

@@ -1,8 +1,13 @@
-"""The plan of one run: its pool, its settings, and where its locks live.
+"""The plan of one run: its pool, its settings, where its locks live, and what it inherits.
 
 Built once per process, from the command line, the environment and the ini
 file (planning.py's ``build_plan``), or in an xdist worker from the controller's plan
 (plan_wire.py), so every worker works from the same pool.
+
+What a run inherits from the processes above it, as values (the lease handed down, the
+controller), is defined here too, since every run loads it with its plan: the variables that
+carry them are read and written by locks/handoff.py (the lease, whose holder must be an
+ancestor), host/hostcache.py (the detected host) and host/watchdog.py (the controller).
 """
 
 from __future__ import annotations
@@ -16,11 +21,52 @@ from .record import field, record, replace
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .handdown import Controller, Handoff
     from .settings import Resolved
     from .topology import Host, Topology
 
 PLAN_ENV = "PYTEST_NEURON_PLAN"
+HANDOFF_ENV = "PYTEST_NEURON_LEASE"  # the lease a process holds, for the runs nested in it
+HOST_ENV = "PYTEST_NEURON_HOST"  # what host detection found, for the runs nested in it
+NESTED = "nested"  # under a lock domain: the domains its holders handed down to nested runs
+
+
+def domain_name(pid: int, starttime: int | None) -> str:
+    """The name of the nested domain a holder hands down (under ``NESTED``), from its identity."""
+    return f"{pid}-{starttime}"
+
+
+def holder_of(name: str) -> tuple[int, int | None] | None:
+    """The (pid, start time) a nested domain's name stands for; None for any other name."""
+    pid, sep, start = name.partition("-")
+    if not sep or not pid.isdigit():
+        return None
+    if start == "None":
+        return int(pid), None
+    return (int(pid), int(start)) if start.isdigit() else None
+
+
+@record
+class Handoff:
+    """A lease handed down by one of this process's ancestors (or this process itself)."""
+
+    root: Path
+    pid: int
+    starttime: int | None
+    cores: frozenset[int]
+    plugin_vars: tuple[str, ...] = ()  # variables the holder's plugin set, not its user
+
+    @property
+    def nested_root(self) -> Path:
+        return self.root / NESTED / domain_name(self.pid, self.starttime)
+
+
+@record
+class Controller:
+    """The xdist controller as its workers know it (it travels in the plan)."""
+
+    boot_id: str
+    pid: int
+    starttime: int | None
 
 
 @record
@@ -70,13 +116,6 @@ class RunPlan:
         if self.handoff is not None:
             return f"the lease handed down by pid {self.handoff.pid} (nested domain)"
         return self.settings["lock_dir"].source
-
-    @property
-    def plugin_port_vars(self) -> tuple[str, ...]:
-        """The collective-port variables the plugin sets for a lease: those the user did not set."""
-        from .runtime_env import PORT_VARS  # not on a run's path without a pool
-
-        return tuple(name for name in PORT_VARS if name not in self.user_env)
 
     def with_workers(self, workers: int) -> RunPlan:
         """This plan for ``workers`` xdist workers: fixes each worker's slice size."""

@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .handdown import Controller, Handoff
-from .plan import RunPlan
+from .plan import Controller, Handoff, RunPlan
 from .record import asdict
 from .settings import Resolved
 from .topology import Topology

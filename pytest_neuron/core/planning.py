@@ -31,7 +31,7 @@ from .topology import LNC_VARIABLE, NUM_CORES, VISIBLE_CORES, Host, Topology, To
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
 
-    from .handdown import Handoff
+    from .plan import Handoff
 
 USER_ENV_PREFIXES = ("NEURON_", "PYTEST_NEURON_")
 USER_ENV_NAMES = ("MASTER_PORT",)

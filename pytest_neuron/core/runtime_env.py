@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from .coreset import format_coreset
-from .handdown import HANDOFF_ENV, HOST_ENV
+from .plan import HANDOFF_ENV, HOST_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -21,6 +21,11 @@ MAX_PORT = 65535
 KEY_ENV = "PYTEST_NEURON_KEY"
 OTHER_VARS = (MASTER_PORT, HANDOFF_ENV, HOST_ENV, KEY_ENV)
 PORT_VARS = (ROOT_COMM_ID, MASTER_PORT)  # derived per lease unless the user set them
+
+
+def plugin_port_vars(user_env: Mapping[str, str]) -> tuple[str, ...]:
+    """The collective-port variables the plugin sets for a lease: those the user did not set."""
+    return tuple(name for name in PORT_VARS if name not in user_env)
 
 
 def lease_key(run_id: str, lease_id: str) -> str:

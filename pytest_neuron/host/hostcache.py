@@ -17,7 +17,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from ..core.handdown import HOST_ENV
+from ..core.plan import HOST_ENV
 from ..core.topology import Host
 from .procinfo import ancestors, my_starttime
 

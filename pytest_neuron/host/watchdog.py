@@ -25,7 +25,7 @@ import os
 import signal
 from pathlib import Path
 
-from ..core.handdown import Controller
+from ..core.plan import Controller
 from .procinfo import is_running, my_starttime
 from .reaper import stop_descendants
 

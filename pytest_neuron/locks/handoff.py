@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
-from ..core.handdown import HANDOFF_ENV, Handoff
+from ..core.plan import HANDOFF_ENV, Handoff
 from ..host.procinfo import ancestors, inherited_lease_ids, my_starttime
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..core.handdown import NESTED, domain_name, holder_of
+from ..core.plan import NESTED, domain_name, holder_of
 from ..host.procinfo import is_running, my_starttime
 from .lockdir import has_records
 

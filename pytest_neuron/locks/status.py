@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..core.cmdline import as_typed, path_dirs
 from ..core.coreset import runs
-from ..core.handdown import NESTED, holder_of
+from ..core.plan import NESTED, holder_of
 from ..core.settings import SettingError, parse_lock_dir
 from ..core.status_view import (
     FREE,

@@ -30,15 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.handdown import HANDOFF_ENV, HOST_ENV, NESTED
-from ..core.plan import PLAN_ENV
+from ..core.plan import HANDOFF_ENV, HOST_ENV, NESTED, PLAN_ENV
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ..core.handdown import Handoff
-    from ..core.plan import RunPlan
+    from ..core.plan import Handoff, RunPlan
     from ..core.topology import Host
     from .context import NeuronContext, Role
 

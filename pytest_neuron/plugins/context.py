@@ -29,6 +29,7 @@ from ..core.runtime_env import (
     VISIBLE,
     lease_env,
     lease_key,
+    plugin_port_vars,
     process_slice_env,
     settings_env,
     split_worker_env,
@@ -151,7 +152,7 @@ class NeuronContext:
         """Give ``lease`` back (through the manager of its LNC); the nested lock domain it handed
         down goes with it.  The cores are unlocked even when the lock directory fails: that is
         reported as one line, not raised from a teardown hook."""
-        from ..core.handdown import NESTED
+        from ..core.plan import NESTED
         from ..locks.lockdir import LockDirError
 
         try:
@@ -246,7 +247,10 @@ class NeuronContext:
         from ..locks.handoff import handoff_value
 
         return handoff_value(
-            lease.domain, lease.cores, plugin_vars=self.plan.plugin_port_vars, lease_id=lease.lease_id
+            lease.domain,
+            lease.cores,
+            plugin_vars=plugin_port_vars(self.plan.user_env),
+            lease_id=lease.lease_id,
         )
 
     def lease_env(self, lease: Lease) -> dict[str, str | None]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..core.coreset import format_coreset
-from ..core.runtime_env import KEY_ENV, PORT_VARS, VISIBLE, derived_ports, master_port
+from ..core.runtime_env import KEY_ENV, PORT_VARS, VISIBLE, derived_ports, master_port, plugin_port_vars
 from ..core.settings import DEFAULT_PORT_BASE
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def cores_for(
         wait,
         run_id=plan.run_id,
         port_base=int(plan.value("port_base")),
-        derived=plan.plugin_port_vars,
+        derived=plugin_port_vars(plan.user_env),
         lnc=context.lnc_of(None) if lnc is None else lnc,
     )
     if cores != lease.cores or visible not in (None, lease.visible_cores):

@@ -145,7 +145,7 @@ class XdistHooks:
         from ..core.coreset import format_coreset
         from ..core.plan import PLAN_ENV
         from ..core.plan_wire import plan_to_json
-        from ..core.runtime_env import VISIBLE
+        from ..core.runtime_env import VISIBLE, plugin_port_vars
         from ..locks.handoff import HANDOFF_ENV, Handoff
         from .context import LeaseWaitFailed
 
@@ -165,7 +165,7 @@ class XdistHooks:
             raise pytest.UsageError(str(exc)) from None
         context.state.lease = lease
         handoff = Handoff(
-            lease.domain, os.getpid(), _starttime(), frozenset(lease.cores), plan.plugin_port_vars
+            lease.domain, os.getpid(), _starttime(), frozenset(lease.cores), plugin_port_vars(plan.user_env)
         )
         # every worker, and everything it starts, carries the reservation's lease id: a dead
         # controller's cores are not handed on while any of them lives (locks/lease.py)
