@@ -118,3 +118,75 @@ def test_an_xdist_worker_imports_no_controller_hooks_and_no_report(
     args = ("-n", "2", "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
     loaded = _loaded(pytester, *args, process="gw0")
     assert loaded == XDIST_WORKER, _explain(loaded, XDIST_WORKER)
+
+
+ASKING = """
+import pytest
+
+
+def test_plain():
+    pass
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_other_marks(n):
+    pass
+
+
+@pytest.mark.neuron(1)
+def test_marked():
+    pass
+
+
+def test_fixture(neuron_cores):
+    pass
+
+
+@pytest.mark.neuron(2)
+class TestClass:
+    def test_in_marked_class(self):
+        pass
+"""
+MODULE_MARKED = """
+import pytest
+
+pytestmark = pytest.mark.neuron(1)
+
+
+def test_in_marked_module():
+    pass
+"""
+FINDER = """
+import pytest
+from pytest_neuron.plugins.collection import MarkedNodes
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    with open("asking.txt", "w") as out:
+        out.write("\\n".join(item.nodeid for item in MarkedNodes().asking(items)))
+"""
+
+
+@pytest.mark.parametrize("files", ["unmarked", "mixed", "with-doctest"])
+def test_collection_finds_exactly_the_items_that_may_ask(pytester: pytest.Pytester, files: str) -> None:
+    """The C-loop fast path and the item-by-item path agree on every way an item can ask."""
+    pytester.makeconftest(FINDER)
+    pytester.makepyfile(test_plain=TESTS)
+    expected: list[str] = []
+    if files != "unmarked":
+        pytester.makepyfile(test_asking=ASKING, test_module_marked=MODULE_MARKED)
+        expected = [
+            "test_asking.py::test_marked",
+            "test_asking.py::test_fixture",
+            "test_asking.py::TestClass::test_in_marked_class",
+            "test_module_marked.py::test_in_marked_module",
+        ]
+    args = [*BASE_ARGS, "--co", "-q", "-p", "no:neuron"]
+    if files == "with-doctest":
+        pytester.makepyfile(helper='def f():\n    """\n    >>> 1\n    1\n    """\n')
+        args.append("--doctest-modules")
+    pytester.makeini("[pytest]\nmarkers =\n    neuron: cores\n")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == 0, result.stdout.str()
+    found = (pytester.path / "asking.txt").read_text().split()
+    assert sorted(found) == sorted(expected)
