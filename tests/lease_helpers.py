@@ -414,7 +414,8 @@ def cmd_spawn(args: argparse.Namespace) -> int:
     ``hold`` (until killed), ``release`` (release, report, stay alive) or ``exit``
     (release and exit, leaving the subprocess behind).
     """
-    from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
+    from pytest_neuron.core.plan import HANDOFF_ENV
+    from pytest_neuron.locks.holders import handoff_value
 
     manager = _manager(args)
     lease = manager.acquire(args.k, timeout=args.timeout, test="spawner")
@@ -522,7 +523,7 @@ def cmd_try(args: argparse.Namespace) -> int:
 def cmd_nested(args: argparse.Namespace) -> int:
     """Use the lease handed down in ``PYTEST_NEURON_LEASE``: lease ``k`` of its cores, nested."""
     from pytest_neuron.core.topology import identity_topology
-    from pytest_neuron.locks.handoff import inherited_handoff
+    from pytest_neuron.locks.holders import inherited_handoff
     from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 
     handoff = inherited_handoff(os.environ)

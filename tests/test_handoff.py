@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_neuron.core.plan import HANDOFF_ENV, Handoff
 from pytest_neuron.host.procinfo import my_starttime, proc_state
-from pytest_neuron.locks.handoff import HANDOFF_ENV, Handoff, handoff_value, inherited_handoff
+from pytest_neuron.locks.holders import handoff_value, inherited_handoff
 
 ROOT = Path("/tmp/pytest-neuron")
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from lease_helpers import EXIT_LOCKDIR, OtherUser, child_args, other_user, result_of, run_as, shared_tmpdir
 
+from pytest_neuron.core.plan import HANDOFF_ENV
 from pytest_neuron.core.topology import Topology, identity_topology
 from pytest_neuron.host.procinfo import my_starttime
-from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value, inherited_handoff
+from pytest_neuron.locks.holders import handoff_value, inherited_handoff
 from pytest_neuron.locks.lease import Lease, LeaseError, LeaseManager, LeaseTimeout
 from pytest_neuron.locks.lockdir import LockDirError
 

@@ -41,10 +41,10 @@ from lease_helpers import (
 )
 
 from pytest_neuron.core.coreset import parse_coreset
+from pytest_neuron.core.plan import HANDOFF_ENV
 from pytest_neuron.core.topology import identity_topology
 from pytest_neuron.host.procinfo import is_running, proc_state
-from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
-from pytest_neuron.locks.holders import Holder, write_record
+from pytest_neuron.locks.holders import Holder, handoff_value, write_record
 from pytest_neuron.locks.lease import TAKEOVER_WAIT, LeaseManager
 
 if TYPE_CHECKING:

@@ -138,7 +138,8 @@ def test_a_holder_that_exits_leaving_a_subprocess_hands_nothing_on(
 def test_a_lingering_lease_is_named_in_the_holders_own_timeout(tmp_path: Path, stray: list[int]) -> None:
     import sys
 
-    from pytest_neuron.locks.handoff import HANDOFF_ENV, handoff_value
+    from pytest_neuron.core.plan import HANDOFF_ENV
+    from pytest_neuron.locks.holders import handoff_value
 
     mgr = manager(tmp_path / "locks", "0-1")
     lease = mgr.acquire(2, timeout=0, test="test_sloppy")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_neuron.core.marker import KEYWORDS, MarkerError, Request, parse_marker
+from pytest_neuron.core.plan import HANDOFF_ENV
 from pytest_neuron.core.runtime_env import MASTER_PORT, ROOT_COMM_ID, VISIBLE, lease_env, settings_env
 from pytest_neuron.core.settings import (
     CORES_PER_WORKER,
@@ -36,7 +37,6 @@ from pytest_neuron.core.settings import (
     resolve,
 )
 from pytest_neuron.host.envpatch import EnvPatch
-from pytest_neuron.locks.handoff import HANDOFF_ENV
 
 SRC = "the source"
 

@@ -64,7 +64,6 @@ WORKER_SCOPE = (
         "pytest_neuron.host.procinfo",
         "pytest_neuron.host.reaper",
         "pytest_neuron.locks",
-        "pytest_neuron.locks.handoff",
         "pytest_neuron.locks.holders",
         "pytest_neuron.locks.lease",
         "pytest_neuron.locks.lockdir",

@@ -6,7 +6,7 @@ file (planning.py's ``build_plan``), or in an xdist worker from the controller's
 
 What a run inherits from the processes above it, as values (the lease handed down, the
 controller), is defined here too, since every run loads it with its plan: the variables that
-carry them are read and written by locks/handoff.py (the lease, whose holder must be an
+carry them are read and written by locks/holders.py (the lease, whose holder must be an
 ancestor), host/hostcache.py (the detected host) and host/watchdog.py (the controller).
 """
 

@@ -2,7 +2,7 @@
 
 The one parser of ``/proc/<pid>/stat`` (:func:`parse_stat`) lives here; every
 other module asks :func:`proc_state`.  :func:`lease_carriers` finds the
-processes that inherited a lease (see handoff.py): the lease's id travels in
+processes that inherited a lease (see holders.py): the lease's id travels in
 ``PYTEST_NEURON_LEASE`` through every ``exec``, and ``/proc/<pid>/environ``
 shows the environment a process was started with.
 """

@@ -29,7 +29,7 @@ Invariants (each is tested with real processes in tests/test_lease*.py):
   forked from it (they share its lock descriptors, so the kernel keeps the
   cores locked while any of them lives), and every process started below it
   with the lease's environment: the plugin exports the lease id in
-  ``PYTEST_NEURON_LEASE`` (handoff.py), which every ``exec`` inherits, and
+  ``PYTEST_NEURON_LEASE`` (holders.py), which every ``exec`` inherits, and
   ``/proc/<pid>/environ`` shows it for the holder's user and root.  So:
 
   - **release** by a live holder hands the cores back only when none of its

@@ -1,6 +1,6 @@
 """Removing nested lock domains once nobody can use them.
 
-A run nested inside a lease (see handoff.py) coordinates in the domain
+A run nested inside a lease (see holders.py) coordinates in the domain
 ``nested/<pid>-<start>/`` of the lease's holder.  That domain serves only the
 holder's descendants, so it is removed
 

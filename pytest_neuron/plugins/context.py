@@ -244,7 +244,7 @@ class NeuronContext:
         """``PYTEST_NEURON_LEASE`` for ``lease``: the ports this plugin derived (not the user's: a
         nested run derives its own), and the lease id, by which a taker finds the lease's
         processes (locks/lease.py)."""
-        from ..locks.handoff import handoff_value
+        from ..locks.holders import handoff_value
 
         return handoff_value(
             lease.domain,

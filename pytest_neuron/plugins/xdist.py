@@ -143,10 +143,9 @@ class XdistHooks:
     def _reserve_run(self, context: NeuronContext, specs: list[Any]) -> None:
         """Reserve ``len(specs)`` slices in one request and give each worker its own."""
         from ..core.coreset import format_coreset
-        from ..core.plan import PLAN_ENV
+        from ..core.plan import HANDOFF_ENV, PLAN_ENV, Handoff
         from ..core.plan_wire import plan_to_json
         from ..core.runtime_env import VISIBLE, plugin_port_vars
-        from ..locks.handoff import HANDOFF_ENV, Handoff
         from .context import LeaseWaitFailed
 
         plan = context.plan
