@@ -168,7 +168,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _cmdline(pid: int) -> str:
-    from pytest_neuron.host.procinfo import command_line
+    from pytest_neuron.host.processes import command_line
 
     return command_line(pid, limit=400)
 

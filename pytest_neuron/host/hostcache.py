@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from ..core.plan import HOST_ENV
 from ..core.topology import Host
-from .procinfo import ancestors, my_starttime
+from .processes import ancestors
+from .procinfo import my_starttime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

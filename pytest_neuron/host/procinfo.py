@@ -1,16 +1,13 @@
 """What this host knows about a process, read from /proc without side effects.
 
 The one parser of ``/proc/<pid>/stat`` (:func:`parse_stat`) lives here; every
-other module asks :func:`proc_state`.  :func:`lease_carriers` finds the
-processes that inherited a lease (see holders.py): the lease's id travels in
-``PYTEST_NEURON_LEASE`` through every ``exec``, and ``/proc/<pid>/environ``
-shows the environment a process was started with.
+other module asks :func:`proc_state`.  What a run needs of other processes only when
+it reports, waits or takes over (their command lines, ancestry, which of them carry
+a lease) is in processes.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from pathlib import Path
@@ -91,19 +88,6 @@ def is_running(pid: int, starttime: int | None) -> bool:
     return starttime is None or state.starttime is None or state.starttime == starttime
 
 
-def ancestors(pid: int | None = None) -> list[tuple[int, int | None]]:
-    """``(pid, starttime)`` of ``pid`` (default: this process) and each of its ancestors."""
-    chain: list[tuple[int, int | None]] = []
-    current: int | None = os.getpid() if pid is None else pid
-    while current and current > 0 and len(chain) < 256:
-        state = proc_state(current)
-        if not state.exists:
-            break
-        chain.append((current, state.starttime))
-        current = state.ppid
-    return chain
-
-
 def all_pids(proc: Path = PROC) -> list[int]:
     try:
         return [int(name) for name in os.listdir(proc) if name.isdigit()]
@@ -135,74 +119,6 @@ def descendants(pid: int, proc: Path = PROC) -> list[int]:
         for child in children_of(stack.pop(), proc):
             found.append(child)
             stack.append(child)
-    return found
-
-
-def command_line(pid: int, proc: Path = PROC, limit: int = 200) -> str:
-    """``pid``'s command line, blanks for NULs, at most ``limit`` characters ('' if unreadable)."""
-    try:
-        with open(proc / str(pid) / "cmdline", "rb") as handle:
-            raw = handle.read(limit * 4)
-    except OSError:
-        return ""
-    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-    return text[:limit]
-
-
-def describe_process(pid: int, proc: Path = PROC) -> str:
-    """``pid 123 (stopped): python -m pytest ...`` for messages that name a process."""
-    state = proc_state(pid, proc)
-    if not state.exists:
-        return f"pid {pid} (gone)"
-    command = command_line(pid, proc) or (f"[{state.comm}]" if state.comm else "?")
-    return f"pid {pid} ({state.state_name}): {command}"
-
-
-HANDOFF_MARK = b"PYTEST_NEURON_LEASE="
-
-
-def inherited_lease_ids(environ: bytes) -> tuple[str, ...]:
-    """The lease ids in the ``PYTEST_NEURON_LEASE`` entry of a raw ``/proc/<pid>/environ``."""
-    for entry in environ.split(b"\0"):
-        if entry.startswith(HANDOFF_MARK):
-            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-                data = json.loads(entry[len(HANDOFF_MARK) :])
-                ids = data.get("ids", ()) if isinstance(data, dict) else ()
-                if isinstance(ids, list):
-                    return tuple(i for i in ids[:64] if isinstance(i, str))
-            return ()
-    return ()
-
-
-MAX_ENVIRON = 1 << 20
-
-
-def lease_carriers(
-    lease_ids: set[str], proc: Path = PROC, *, exclude: int | None = None, pids: list[int] | None = None
-) -> dict[str, list[int]]:
-    """Live processes (of ``pids``, default all) whose start environment carries one of ``lease_ids``.
-
-    Only processes whose environment this user may read are seen (the same
-    user, or root): see lease.py for what that means across users.
-    """
-    found: dict[str, list[int]] = {}
-    if not lease_ids:
-        return found
-    me = os.getpid() if exclude is None else exclude
-    for pid in all_pids(proc) if pids is None else pids:
-        if pid == me:
-            continue
-        try:
-            with open(proc / str(pid) / "environ", "rb") as handle:
-                raw = handle.read(MAX_ENVIRON)
-        except OSError:
-            continue
-        if HANDOFF_MARK not in raw:
-            continue
-        hits = lease_ids.intersection(inherited_lease_ids(raw))
-        if hits and not proc_state(pid, proc).zombie:
-            for lease_id in hits:
-                found.setdefault(lease_id, []).append(pid)
     return found
 
 

@@ -27,7 +27,7 @@ stale variable copied into another shell, a recycled pid) is ignored.
 The value also carries ``ids``: the id of this lease after the ids of the
 leases it was nested in.  Every process started below the holder inherits
 it, which is how a taker finds the processes that may still use a dead
-holder's cores (procinfo.lease_carriers, lease.py's invariants).
+holder's cores (processes.lease_carriers, lease.py's invariants).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
 from ..core.plan import HANDOFF_ENV, Handoff
 from ..core.record import record
-from ..host.procinfo import ancestors, inherited_lease_ids, is_running, my_starttime, pid_namespace
+from ..host.procinfo import is_running, my_starttime, pid_namespace
 from .lockdir import atomic_write, io_error
 
 if TYPE_CHECKING:
@@ -358,7 +358,11 @@ def handoff_value(
 def inherited_ids(env: Mapping[str, str]) -> list[str]:
     """The lease ids in an inherited ``PYTEST_NEURON_LEASE``, whoever its holder is."""
     raw = env.get(HANDOFF_ENV)
-    return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode())) if raw else []
+    if not raw:
+        return []
+    from ..host.processes import inherited_lease_ids  # only under a lease handed down
+
+    return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode()))
 
 
 def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
@@ -377,6 +381,8 @@ def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
         )
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError, CoreSetError):
         return None
+    from ..host.processes import ancestors
+
     if (handoff.pid, handoff.starttime) not in ancestors():
         return None
     return handoff

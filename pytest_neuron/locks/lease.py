@@ -71,14 +71,7 @@ from typing import TYPE_CHECKING
 
 from ..core.coreset import format_coreset, is_contiguous
 from ..core.record import mutable_record, replace
-from ..host.procinfo import (
-    become_subreaper,
-    descendants,
-    describe_process,
-    is_running,
-    lease_carriers,
-    proc_state,
-)
+from ..host.procinfo import become_subreaper, descendants, is_running, proc_state
 from .holders import Holder, HolderRecords, new_holder
 from .lockdir import (
     CoreLocks,
@@ -316,6 +309,8 @@ class LeaseManager:
                 found[lease_id] = [pid for pid, _ in known]
                 ids.discard(lease_id)
         if ids:
+            from ..host.processes import lease_carriers
+
             scanned = lease_carriers(ids)
             found.update(scanned)
             for lease_id, pids in scanned.items():
@@ -472,6 +467,8 @@ class LeaseManager:
             self._records.remove(holder.lease_id)
 
     def _timeout_error(self, k: int, reserved: tuple[int, ...], waited: float) -> LeaseTimeout:
+        from ..host.processes import describe_process
+
         topo = self.topology
         wanted = reserved or topo.physical_cores(topo.cores)
         holders = list({h.lease_id: h for h in self.holders(wanted).values()}.values())
@@ -550,6 +547,8 @@ class LeaseManager:
         mine = descendants(os.getpid())
         if not mine:
             return []
+        from ..host.processes import lease_carriers
+
         found = lease_carriers({lease_id}, pids=mine)  # live ones: it skips zombies itself
         return found.get(lease_id, [])
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..host.procinfo import describe_process
+from ..host.processes import describe_process
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -49,7 +49,8 @@ from ..core.status_view import (
     WaitRow,
 )
 from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
-from ..host.procinfo import ancestors, describe_process, is_running, lease_carriers, proc_state
+from ..host.processes import ancestors, describe_process, lease_carriers
+from ..host.procinfo import is_running, proc_state
 from .holders import RECORD_NAME, Holder, read_record
 from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV, LockDirError
 from .proclocks import PROC_LOCKS, LockTable, find_lock, read_proc_locks
