@@ -64,13 +64,12 @@ Invariants (each is tested with real processes in tests/test_lease*.py):
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from ..core.coreset import format_coreset, is_contiguous
-from ..core.record import mutable_record, replace
+from ..core.record import mutable_record
 from ..host.procinfo import become_subreaper, descendants, is_running, proc_state
 from .holders import Holder, HolderRecords, new_holder
 from .lockdir import (
@@ -120,11 +119,6 @@ class Lease:
     @property
     def visible_cores(self) -> str:
         return format_coreset(self.cores)
-
-
-def _sleep_interval(base: float, attempt: int, cap: float) -> float:
-    """Backoff between attempts where no doorbell can wake a waiter (no FIFOs on this filesystem)."""
-    return min(base * (1.5 ** min(attempt, 8)), cap) * random.uniform(0.8, 1.2)
 
 
 class LeaseManager:
@@ -324,15 +318,6 @@ class LeaseManager:
         for phys in physical:
             self._locks.unlock(phys)
 
-    def _reserve(self, k: int, busy: set[int], forbidden: set[int]) -> tuple[int, ...]:
-        topo = self.topology
-        busy_logical = [c for c in topo.cores if busy.intersection(topo.physical[c])]
-        forbidden_logical = [c for c in topo.cores if forbidden.intersection(topo.physical[c])]
-        from ..core.placement import reservation_window  # a waiter that has aged: not an uncontended path
-
-        window = reservation_window(topo.cores, k, busy_logical, forbidden_logical, device_of=topo.device_of)
-        return () if window is None else topo.physical_cores(window)
-
     def check_request(self, k: int) -> None:
         """Raise :class:`LeaseError` for a request this pool can never grant (no wait)."""
         topo = self.topology
@@ -387,13 +372,23 @@ class LeaseManager:
                             k, lease_id, ticket, waiters, who=(worker, test)
                         )
                         if placed is None and timeout > 0:
-                            waiter, bell = self._update_waiter(
-                                k, waiter, bell, waiters=waiters, busy=busy, what=test or worker
+                            from .contention import update_waiter
+
+                            waiter, bell = update_waiter(
+                                self,
+                                self._board,
+                                k,
+                                waiter,
+                                bell,
+                                waiters=waiters,
+                                busy=busy,
+                                what=test or worker,
                             )
                     finally:
                         self._alloc.release()
                 if placed is not None:
-                    self._await_takeover(previous)
+                    if previous:
+                        self._await_takeover(previous)
                     physical = topo.physical_cores(placed)
                     return Lease(
                         lease_id=lease_id,
@@ -404,13 +399,19 @@ class LeaseManager:
                         acquired_at=time.time(),
                     )
                 now = time.monotonic()
+                from .contention import sleep_interval, timeout_message  # the request waits
+
                 if now >= deadline or (cancel is not None and cancel()):
-                    raise self._timeout_error(k, () if waiter is None else waiter.reserved, now - start)
+                    reserved = () if waiter is None else waiter.reserved
+                    message, holders = timeout_message(
+                        self, k, reserved, now - start, lingering=self._lingering, survivors=self._survivors
+                    )
+                    raise LeaseTimeout(message, holders)
                 # a doorbell wakes us when cores free up; the poll only catches holders that died
                 pause = (
                     self.fallback_poll
                     if bell is not None
-                    else _sleep_interval(self.poll_interval, attempt, self.fallback_poll)
+                    else sleep_interval(self.poll_interval, attempt, self.fallback_poll)
                 )
                 self._board.wait(bell, min(deadline - now, pause))
                 attempt += 1
@@ -423,34 +424,6 @@ class LeaseManager:
             return has_records(self.root / "waiters")
         except OSError as exc:
             raise io_error("list", self.root / "waiters", exc, self.source) from None
-
-    def _update_waiter(
-        self,
-        k: int,
-        waiter: Waiter | None,
-        bell: int | None,
-        *,
-        waiters: list[Waiter],
-        busy: set[int],
-        what: str | None,
-    ) -> tuple[Waiter, int | None]:
-        """Register this request as a waiter, and reserve a window once it has aged."""
-        topo = self.topology
-        if waiter is None:
-            from ..core.placement import candidate_windows
-
-            windows = tuple(topo.physical_cores(w) for w in candidate_windows(topo.cores, k))
-            from .waiters import new_ticket
-
-            return self._board.register(new_ticket(), k, windows, what or f"pid {os.getpid()}")
-        if waiter.waited() < self.fair_after:
-            return waiter, bell
-        above = {p for w in waiters if w.ticket != waiter.ticket and w.rank < waiter.rank for p in w.reserved}
-        reserved = self._reserve(k, busy - set(waiter.reserved), above)
-        if reserved != waiter.reserved:
-            waiter = replace(waiter, reserved=reserved)
-            self._board.write(waiter)
-        return waiter, bell
 
     def _await_takeover(self, previous: list[Holder]) -> None:
         """Wait for the dead holders' pids to be gone, then drop their records."""
@@ -465,39 +438,6 @@ class LeaseManager:
                 time.sleep(0.005)
         for holder in previous:
             self._records.remove(holder.lease_id)
-
-    def _timeout_error(self, k: int, reserved: tuple[int, ...], waited: float) -> LeaseTimeout:
-        from ..host.processes import describe_process
-
-        topo = self.topology
-        wanted = reserved or topo.physical_cores(topo.cores)
-        holders = list({h.lease_id: h for h in self.holders(wanted).values()}.values())
-        pool = format_coreset(topo.cores)
-        parts = []
-        for h in holders:
-            text = f"cores {format_coreset(h.cores)} held by {h.describe()}"
-            if h.lease_id in self._lingering:
-                users = ", ".join(describe_process(pid) for pid in self._lingering[h.lease_id].lingering[:3])
-                text = (
-                    f"cores {format_coreset(h.cores)} released by {h.test or h.worker or 'this process'} are "
-                    f"still used by {users}, which it left running"
-                )
-            elif h.lease_id in self._survivors:
-                users = ", ".join(describe_process(pid) for pid in self._survivors[h.lease_id][:3])
-                text = (
-                    f"cores {format_coreset(h.cores)} of a lease whose holder pid {h.pid} is gone are still "
-                    f"used by {users} (started under that lease; end them to free the cores)"
-                )
-            parts.append(text)
-        named = (
-            "; ".join(parts)
-            or "no holder is recorded (the cores may be reserved for bigger or older waiters)"
-        )
-        return LeaseTimeout(
-            f"gave up after {waited:.1f}s waiting for {k} core{'s' if k != 1 else ''} "
-            f"of pool {pool} ({topo.source}): {named}",
-            holders,
-        )
 
     def release(self, lease: Lease) -> None:
         """Give the cores back: remove the record first, then unlock.
