@@ -42,7 +42,7 @@ COMMON = {
     "pytest_neuron.host",
 }
 #: building the plan: every process but an xdist worker, which receives its controller's
-PLANNING = {"pytest_neuron.core.cmdline", "pytest_neuron.core.planning"}
+PLANNING = {"pytest_neuron.core.planning"}
 NO_POOL = (
     COMMON
     | PLANNING

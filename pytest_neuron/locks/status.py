@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.cmdline import as_typed, path_dirs
 from ..core.coreset import runs
 from ..core.plan import NESTED, holder_of
+from ..core.planning import as_typed, path_dirs
 from ..core.settings import SettingError, parse_lock_dir
 from ..core.status_view import (
     FREE,

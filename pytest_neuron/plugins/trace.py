@@ -100,7 +100,7 @@ class Trace:
             part = self.parts / f"{run_id}-{self.worker}-{os.getpid()}.jsonl"
             self._fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         else:
-            from ..core.cmdline import this_command
+            from ..core.planning import this_command
 
             self.path.parent.mkdir(parents=True, exist_ok=True)  # an unusable PATH fails here, not at the end
             rec = {"kind": "run", "run_id": run_id, "pool": sorted(pool), "command": this_command()}
