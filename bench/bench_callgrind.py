@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,19 @@ print(plugin.__file__, type(plugin.__loader__) is rewrite.AssertionRewritingHook
 
 
 def install_wheel(site: Path, env: dict[str, str]) -> None:
-    """The checkout, built and installed as a wheel into ``site``, which leads ``PYTHONPATH`` in ``env``."""
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(ROOT)]
+    """The checkout, built and installed as a wheel into ``site``, which leads ``PYTHONPATH`` in ``env``.
+
+    Built from a copy of the sources only: setuptools builds in the tree's ``build/`` and never
+    removes a module deleted since an earlier build from it, so a wheel of the tree itself can
+    carry modules the checkout no longer has.
+    """
+    source = site.parent / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "pytest_neuron", source / "pytest_neuron", ignore=skip)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(source)]
     done = subprocess.run(pip, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"pip could not install the checkout as a wheel:\n{done.stdout}{done.stderr}")
