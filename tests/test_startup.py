@@ -78,7 +78,7 @@ WORKER_SCOPE = (
 #: and the watchdog
 XDIST_WORKER = (
     WORKER_SCOPE - PLANNING - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}
-) | {"pytest_neuron.core.plan_wire", "pytest_neuron.host.processes", "pytest_neuron.host.watchdog"}
+) | {"pytest_neuron.core.plan_wire", "pytest_neuron.host.watchdog"}
 
 
 def _loaded(pytester: pytest.Pytester, *args: str, process: str = "main") -> set[str]:

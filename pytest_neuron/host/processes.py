@@ -9,12 +9,10 @@ nested lease's holder, a message naming a process.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from typing import TYPE_CHECKING
 
-from .procinfo import PROC, all_pids, proc_state
+from .procinfo import HANDOFF_MARK, PROC, all_pids, inherited_lease_ids, proc_state
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,22 +49,6 @@ def describe_process(pid: int, proc: Path = PROC) -> str:
         return f"pid {pid} (gone)"
     command = command_line(pid, proc) or (f"[{state.comm}]" if state.comm else "?")
     return f"pid {pid} ({state.state_name}): {command}"
-
-
-HANDOFF_MARK = b"PYTEST_NEURON_LEASE="
-
-
-def inherited_lease_ids(environ: bytes) -> tuple[str, ...]:
-    """The lease ids in the ``PYTEST_NEURON_LEASE`` entry of a raw ``/proc/<pid>/environ``."""
-    for entry in environ.split(b"\0"):
-        if entry.startswith(HANDOFF_MARK):
-            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-                data = json.loads(entry[len(HANDOFF_MARK) :])
-                ids = data.get("ids", ()) if isinstance(data, dict) else ()
-                if isinstance(ids, list):
-                    return tuple(i for i in ids[:64] if isinstance(i, str))
-            return ()
-    return ()
 
 
 MAX_ENVIRON = 1 << 20

@@ -8,6 +8,8 @@ a lease) is in processes.py.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -120,6 +122,22 @@ def descendants(pid: int, proc: Path = PROC) -> list[int]:
             found.append(child)
             stack.append(child)
     return found
+
+
+HANDOFF_MARK = b"PYTEST_NEURON_LEASE="
+
+
+def inherited_lease_ids(environ: bytes) -> tuple[str, ...]:
+    """The lease ids in the ``PYTEST_NEURON_LEASE`` entry of a raw ``/proc/<pid>/environ``."""
+    for entry in environ.split(b"\0"):
+        if entry.startswith(HANDOFF_MARK):
+            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+                data = json.loads(entry[len(HANDOFF_MARK) :])
+                ids = data.get("ids", ()) if isinstance(data, dict) else ()
+                if isinstance(ids, list):
+                    return tuple(i for i in ids[:64] if isinstance(i, str))
+            return ()
+    return ()
 
 
 PR_SET_CHILD_SUBREAPER = 36

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from ..core.coreset import CoreSetError, format_coreset, parse_coreset
 from ..core.plan import HANDOFF_ENV, Handoff
 from ..core.record import record
-from ..host.procinfo import is_running, my_starttime, pid_namespace
+from ..host.procinfo import inherited_lease_ids, is_running, my_starttime, pid_namespace
 from .lockdir import atomic_write, io_error
 
 if TYPE_CHECKING:
@@ -358,11 +358,7 @@ def handoff_value(
 def inherited_ids(env: Mapping[str, str]) -> list[str]:
     """The lease ids in an inherited ``PYTEST_NEURON_LEASE``, whoever its holder is."""
     raw = env.get(HANDOFF_ENV)
-    if not raw:
-        return []
-    from ..host.processes import inherited_lease_ids  # only under a lease handed down
-
-    return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode()))
+    return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode())) if raw else []
 
 
 def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
