@@ -84,9 +84,13 @@ def instructions(work: Path, name: str, suite: Path, args: list[str], env: dict[
 
 
 ROOT = Path(__file__).resolve().parent.parent
+#: a test that prints where the plugin was imported from and which loader loaded it
 WHERE = """
-import sys, _pytest.assertion.rewrite as rewrite, pytest_neuron.plugin as plugin
-print(plugin.__file__, type(plugin.__loader__) is rewrite.AssertionRewritingHook)
+import pytest_neuron.plugin as plugin
+
+
+def test_where():
+    print(plugin.__file__, type(plugin.__loader__).__name__ == "AssertionRewritingHook")
 """
 
 
@@ -112,8 +116,8 @@ def install_wheel(site: Path, env: dict[str, str]) -> None:
 
 def loaded_from(suite: Path, env: dict[str, str]) -> str:
     """Where the plugin is imported from in a run, and whether pytest's rewriting loader loaded it."""
-    probe = suite / "conftest_probe.py"
-    probe.write_text(f"def test_where():\n    exec({WHERE!r})\n")
+    probe = suite / "test_where.py"
+    probe.write_text(WHERE)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(probe)],
         cwd=suite.parent,

@@ -161,31 +161,85 @@ from pytest_neuron.plugins.collection import MarkedNodes
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    with open("asking.txt", "w") as out:
-        out.write("\\n".join(item.nodeid for item in MarkedNodes().asking(items)))
+    readings = {"asking": MarkedNodes().asking(items), "one_by_one": MarkedNodes()._one_by_one(items)}
+    for name, found in readings.items():
+        with open(name + ".txt", "w") as out:
+            out.write("\\n".join(item.nodeid for item in found))
 """
 
 
-@pytest.mark.parametrize("files", ["unmarked", "mixed", "with-doctest"])
-def test_collection_finds_exactly_the_items_that_may_ask(pytester: pytest.Pytester, files: str) -> None:
-    """The C-loop fast path and the item-by-item path agree on every way an item can ask."""
-    pytester.makeconftest(FINDER)
-    pytester.makepyfile(test_plain=TESTS)
-    expected: list[str] = []
-    if files != "unmarked":
-        pytester.makepyfile(test_asking=ASKING, test_module_marked=MODULE_MARKED)
-        expected = [
+OTHER_MARKS = """
+import pytest
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_parametrized(n):
+    pass
+
+
+@pytest.mark.skip(reason="not run")
+def test_skipped():
+    pass
+"""
+FIXTURE_ONLY = "def test_fixture_only(neuron_cores):\n    pass\n"
+#: an item type of a plugin's own (no fixtures: it has no ``fixturenames``), as yaml test plugins make
+OWN_ITEMS = """
+import pytest
+
+
+class CheckItem(pytest.Item):
+    def runtest(self):
+        pass
+
+
+class CheckFile(pytest.File):
+    def collect(self):
+        yield CheckItem.from_parent(self, name="check")
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".check":
+        return CheckFile.from_parent(parent, path=file_path)
+"""
+#: what each session has beside five plain tests, and which of its items may ask for cores
+SESSIONS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "unmarked": ({}, []),
+    "other marks only": ({"test_other": OTHER_MARKS}, []),
+    "the fixture only": ({"test_fixture": FIXTURE_ONLY}, ["test_fixture.py::test_fixture_only"]),
+    "a marked module only": (
+        {"test_module_marked": MODULE_MARKED},
+        ["test_module_marked.py::test_in_marked_module"],
+    ),
+    "every way": (
+        {"test_asking": ASKING, "test_module_marked": MODULE_MARKED, "test_other": OTHER_MARKS},
+        [
             "test_asking.py::test_marked",
             "test_asking.py::test_fixture",
             "test_asking.py::TestClass::test_in_marked_class",
             "test_module_marked.py::test_in_marked_module",
-        ]
+        ],
+    ),
+    "doctests": ({"helper": 'def f():\n    """\n    >>> 1\n    1\n    """\n'}, []),
+    "items without fixtures": ({"test_fixture": FIXTURE_ONLY}, ["test_fixture.py::test_fixture_only"]),
+}
+
+
+@pytest.mark.parametrize("session", sorted(SESSIONS))
+def test_collection_finds_exactly_the_items_that_may_ask(pytester: pytest.Pytester, session: str) -> None:
+    """Each shortcut of ``MarkedNodes.asking`` (a marked parent, a ``neuron`` mark, the fixture, an
+    item type without fixtures) finds exactly the items the item-by-item reading finds."""
+    files, expected = SESSIONS[session]
+    pytester.makeconftest(FINDER + (OWN_ITEMS if session == "items without fixtures" else ""))
+    pytester.makepyfile(test_plain=TESTS, **files)
     args = [*BASE_ARGS, "--co", "-q", "-p", "no:neuron"]
-    if files == "with-doctest":
-        pytester.makepyfile(helper='def f():\n    """\n    >>> 1\n    1\n    """\n')
+    if session == "doctests":
         args.append("--doctest-modules")
+    if session == "items without fixtures":
+        (pytester.path / "one.check").write_text("")
     pytester.makeini("[pytest]\nmarkers =\n    neuron: cores\n")
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == 0, result.stdout.str()
-    found = (pytester.path / "asking.txt").read_text().split()
-    assert sorted(found) == sorted(expected)
+    if session == "items without fixtures":
+        result.stdout.fnmatch_lines(["one.check::check"])  # collected, and it cannot ask
+    for name in ("asking", "one_by_one"):
+        assert sorted((pytester.path / f"{name}.txt").read_text().split()) == sorted(expected), name

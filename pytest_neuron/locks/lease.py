@@ -324,7 +324,7 @@ class LeaseManager:
         pool = f"pool {format_coreset(topo.cores)} ({topo.source})"
         if k < 1 or k > topo.size:
             raise LeaseError(f"cannot lease {k} cores from a pool of {topo.size} ({topo.source})")
-        if not (is_contiguous(topo.cores) if k == len(topo.cores) else _has_window(topo.cores, k)):
+        if not _has_window(topo.cores, k):
             raise LeaseError(
                 f"cannot lease {k} core{'s' if k != 1 else ''} from {pool}: it has no {k} consecutive "
                 "cores, and the runtime needs a contiguous range"
@@ -517,6 +517,9 @@ def whole_pool_window(pool: tuple[int, ...], free: list[int]) -> tuple[int, ...]
 
 
 def _has_window(pool: tuple[int, ...], k: int) -> bool:
+    """Whether the pool has any window of ``k`` cores (placement.candidate_windows)."""
+    if k == len(pool):
+        return whole_pool_window(pool, list(pool)) is not None
     from ..core.placement import candidate_windows
 
     return bool(candidate_windows(tuple(pool), k))
