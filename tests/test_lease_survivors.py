@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -166,3 +167,39 @@ def _environ(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+
+SUBREAPER_PROBE = """
+import os, sys, time
+from pytest_neuron.host import procinfo
+
+procinfo._PRCTL.append(getattr(procinfo, sys.argv[1])())
+assert procinfo.become_subreaper()
+me = os.getpid()
+if os.fork() == 0:  # a child that leaves a grandchild behind
+    if os.fork() == 0:
+        deadline = time.monotonic() + 20
+        while os.getppid() != me and time.monotonic() < deadline:  # re-parented once its parent exits
+            time.sleep(0.01)
+        os._exit(0 if os.getppid() == me else 1)
+    os._exit(0)
+os.wait()
+pid, status = os.wait()  # only a subreaper can wait for its orphaned grandchild
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("lookup", ["_prctl_from_ctypes_core", "_prctl_from_ctypes"])
+def test_prctl_makes_a_subreaper_through_either_lookup(lookup: str) -> None:
+    """The cheap lookup (``_ctypes``, not a public module) must keep working on CPython: were it to
+    fail, every process would silently pay for ``import ctypes`` (docs/performance.md)."""
+    from pytest_neuron.host import procinfo
+
+    if sys.implementation.name == "cpython":
+        assert procinfo._prctl_from_ctypes_core() is not None, "_ctypes changed: prctl falls back to ctypes"
+    done = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_PROBE, lookup], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

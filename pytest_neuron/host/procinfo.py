@@ -13,8 +13,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.record import record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PROC = Path("/proc")
 
@@ -140,7 +144,58 @@ def inherited_lease_ids(environ: bytes) -> tuple[str, ...]:
     return ()
 
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+_PRCTL: list[Callable[..., int] | None] = []  # libc's prctl, looked up once per process
+
+
+def prctl(option: int, arg: int) -> bool:
+    """``prctl(option, arg, 0, 0, 0)`` through libc: whether it returned 0 (False where there is none)."""
+    if not _PRCTL:
+        _PRCTL.append(_prctl_from_ctypes_core() or _prctl_from_ctypes())
+    function = _PRCTL[0]
+    return function is not None and int(function(option, arg, 0, 0, 0)) == 0
+
+
+def _prctl_from_ctypes_core() -> Callable[..., int] | None:
+    """libc's ``prctl``, typed as ctypes would type it, from ``_ctypes`` (CPython's C half of ctypes).
+
+    ``import ctypes`` builds its whole type system in Python, which costs every process with a pool
+    about 6 M instructions (docs/performance.md); this needs two types and one function pointer.
+    ``_ctypes`` is not a public module, so this is the one place that touches it, and
+    tests/test_citizen.py fails if it stops working on CPython (:func:`_prctl_from_ctypes` is the
+    fallback elsewhere, e.g. on PyPy).
+    """
+    try:
+        import _ctypes
+
+        class Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "i"
+
+        class ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "L"
+
+        class Prctl(_ctypes.CFuncPtr):
+            _argtypes_ = (Int, ULong, ULong, ULong, ULong)
+            _restype_ = Int
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+
+        function: Callable[..., int] = Prctl(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
+    except (ImportError, AttributeError, OSError, TypeError):
+        return None
+    return function
+
+
+def _prctl_from_ctypes() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    function.restype = ctypes.c_int
+    return function
 
 
 def become_subreaper() -> bool:
@@ -151,13 +206,7 @@ def become_subreaper() -> bool:
     exited.  Such orphans are not reaped here: one that exits stays a zombie
     (which uses no device and counts as gone) until this process exits.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def pid_namespace() -> str:

@@ -26,13 +26,12 @@ import signal
 from pathlib import Path
 
 from ..core.plan import Controller
-from .procinfo import is_running, my_starttime
+from .procinfo import PR_SET_PDEATHSIG, is_running, my_starttime, prctl
 from .reaper import stop_descendants
 
 ORPHAN_EXIT_CODE = 75
 #: A real-time signal: no test suite or library installs a handler for it by chance.
 ORPHAN_SIGNAL = signal.SIGRTMAX - 2
-PR_SET_PDEATHSIG = 1
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -48,16 +47,8 @@ def this_process() -> Controller:
 
 
 def set_parent_death_signal(signum: int) -> bool:
-    """``prctl(PR_SET_PDEATHSIG, signum)`` through libc; False where it is not available."""
-    import ctypes  # only in xdist workers with a pool
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return int(prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    """``prctl(PR_SET_PDEATHSIG, signum)``; False where it is not available."""
+    return prctl(PR_SET_PDEATHSIG, signum)
 
 
 def orphaned(grace: float) -> None:
