@@ -523,8 +523,8 @@ def cmd_try(args: argparse.Namespace) -> int:
 def cmd_nested(args: argparse.Namespace) -> int:
     """Use the lease handed down in ``PYTEST_NEURON_LEASE``: lease ``k`` of its cores, nested."""
     from pytest_neuron.core.topology import identity_topology
-    from pytest_neuron.locks.holders import inherited_handoff
     from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
+    from pytest_neuron.locks.untrusted import inherited_handoff
 
     handoff = inherited_handoff(os.environ)
     if handoff is None:

@@ -10,7 +10,8 @@ import pytest
 
 from pytest_neuron.core.plan import HANDOFF_ENV, Handoff
 from pytest_neuron.host.procinfo import my_starttime, proc_state
-from pytest_neuron.locks.holders import handoff_value, inherited_handoff
+from pytest_neuron.locks.holders import handoff_value
+from pytest_neuron.locks.untrusted import inherited_handoff
 
 ROOT = Path("/tmp/pytest-neuron")
 

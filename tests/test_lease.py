@@ -20,9 +20,10 @@ from lease_helpers import EXIT_LOCKDIR, OtherUser, child_args, other_user, resul
 from pytest_neuron.core.plan import HANDOFF_ENV
 from pytest_neuron.core.topology import Topology, identity_topology
 from pytest_neuron.host.procinfo import my_starttime
-from pytest_neuron.locks.holders import handoff_value, inherited_handoff
+from pytest_neuron.locks.holders import handoff_value
 from pytest_neuron.locks.lease import Lease, LeaseError, LeaseManager, LeaseTimeout
 from pytest_neuron.locks.lockdir import LockDirError
+from pytest_neuron.locks.untrusted import inherited_handoff
 
 SOURCE = "--neuron-cores"
 
@@ -449,7 +450,7 @@ def test_lease_ids_are_unique(manager: LeaseManager) -> None:
 )
 def test_a_record_of_the_wrong_shape_is_no_record(tmp_path: Path, content: bytes) -> None:
     # the lock directory is world-writable: a planted record must not crash readers
-    from pytest_neuron.locks.holders import read_record
+    from pytest_neuron.locks.untrusted import read_record
 
     path = tmp_path / "core-0000.json"
     path.write_bytes(content)

@@ -30,10 +30,11 @@ from pytest_neuron.core.coreset import parse_coreset
 from pytest_neuron.core.status_view import render_text, to_json
 from pytest_neuron.host.procinfo import proc_state
 from pytest_neuron.locks import lease as lease_module
-from pytest_neuron.locks.holders import LIMITS, Holder, encode_holder, read_record
+from pytest_neuron.locks.holders import LIMITS, Holder, encode_holder
 from pytest_neuron.locks.lease import LeaseManager, LeaseTimeout
 from pytest_neuron.locks.lockdir import LockDirError, atomic_write
 from pytest_neuron.locks.status import HELD, STALE, collect, read_report
+from pytest_neuron.locks.untrusted import read_record
 from pytest_neuron.locks.waiters import WaiterBoard, new_ticket
 
 if TYPE_CHECKING:

@@ -44,8 +44,9 @@ from pytest_neuron.core.coreset import parse_coreset
 from pytest_neuron.core.plan import HANDOFF_ENV
 from pytest_neuron.core.topology import identity_topology
 from pytest_neuron.host.procinfo import is_running, proc_state
-from pytest_neuron.locks.holders import Holder, handoff_value, write_record
+from pytest_neuron.locks.holders import Holder, encode_holder, handoff_value
 from pytest_neuron.locks.lease import TAKEOVER_WAIT, LeaseManager
+from pytest_neuron.locks.lockdir import atomic_write
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,7 +74,7 @@ def fake_holder(pid: int, starttime: int | None, cores: tuple[int, ...]) -> Hold
 def plant(root: Path, holder: Holder) -> Path:
     """Write ``holder``'s record where its lease's record goes."""
     path = root / "holders" / f"{holder.lease_id}.json"
-    write_record(path, holder)
+    atomic_write(path, encode_holder(holder))
     return path
 
 

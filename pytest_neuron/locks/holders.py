@@ -11,8 +11,9 @@ without cleaning up; its lease id tells the next holder which processes may
 still use the cores (see lease.py).
 
 Records are untrusted input (the directory is shared and world-writable):
-:func:`decode_holder` checks every field's type, range and size, and a record
-of the wrong shape is no record.  Writers bound every field the same way.
+untrusted.py reads them, checking every field's type, range and size, so a
+record of the wrong shape is no record; it is imported only when there is
+another holder's record to read.  Writers bound every field (:data:`LIMITS`).
 
 **Handing a lease down** (``PYTEST_NEURON_LEASE``, :func:`handoff_value`).
 
@@ -32,32 +33,24 @@ holder's cores (processes.lease_carriers, lease.py's invariants).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import math
 import os
 import re
-import stat
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.coreset import CoreSetError, format_coreset, parse_coreset
-from ..core.plan import HANDOFF_ENV, Handoff
+from ..core.coreset import format_coreset
+from ..core.plan import HANDOFF_ENV
 from ..core.record import record
 from ..host.procinfo import inherited_lease_ids, is_running, my_starttime, pid_namespace
 from .lockdir import atomic_write, io_error
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
 
-MAX_RECORD = 64 * 1024
-MAX_PID = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux
-MAX_CORE = 1 << 16
-MAX_CORES = 4096
-MAX_SINCE = 1e11  # seconds since the epoch: about the year 5000
 #: the longest text of each string field; longer values are shortened when written
 LIMITS = {"host": 255, "user": 256, "command": 1024, "lease_id": 64, "worker": 128, "test": 2048, "pidns": 64}
 #: patterns, compiled by re on first use: a run that finds no other record reads none
@@ -151,111 +144,6 @@ def encode_holder(holder: Holder) -> bytes:
     return json.dumps(vars(holder), separators=(",", ":")).encode()  # no deep copy: fields are flat
 
 
-def _is_int(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
-
-
-def _is_text(value: object, name: str, *, optional: bool = False) -> bool:
-    if value is None:
-        return optional
-    return isinstance(value, str) and len(value) <= LIMITS[name]
-
-
-def _core_list(value: object) -> tuple[int, ...] | None:
-    if not isinstance(value, list) or not 0 < len(value) <= MAX_CORES:
-        return None
-    if not all(_is_int(c, 0, MAX_CORE) for c in value):
-        return None
-    return tuple(value)
-
-
-def decode_holder(raw: object) -> Holder | None:
-    """A :class:`Holder` from decoded JSON, or ``None`` unless every field is of the right type and size."""
-    if not isinstance(raw, dict):
-        return None
-    since = raw.get("since")
-    cores, physical = _core_list(raw.get("cores")), _core_list(raw.get("physical"))
-    starttime = raw.get("starttime")
-    lease_id = raw.get("lease_id")
-    if not (
-        _is_int(raw.get("pid"), 1, MAX_PID)
-        and (starttime is None or _is_int(starttime, 0, 1 << 63))
-        and isinstance(since, (int, float))
-        and not isinstance(since, bool)
-        and math.isfinite(since)
-        and 0 <= since < MAX_SINCE
-        and all(_is_text(raw.get(k), k) for k in ("host", "user", "command"))
-        and isinstance(lease_id, str)
-        and re.fullmatch(LEASE_ID, lease_id)
-        and _is_text(raw.get("worker"), "worker", optional=True)
-        and _is_text(raw.get("test"), "test", optional=True)
-        and _is_text(raw.get("pidns", ""), "pidns")
-        and cores is not None
-        and physical is not None
-    ):
-        return None
-    return Holder(
-        pid=raw["pid"],
-        starttime=starttime,
-        host=raw["host"],
-        user=raw["user"],
-        command=raw["command"],
-        since=float(since),
-        lease_id=lease_id,
-        cores=cores,
-        physical=physical,
-        worker=raw.get("worker"),
-        test=raw.get("test"),
-        pidns=raw.get("pidns", ""),
-    )
-
-
-def read_small_file(path: Path) -> bytes | None:
-    """The bytes of a record file, or ``None`` unless it is a regular file (not a link) of bounded size.
-
-    The lock directory is shared and world-writable: a planted link to a FIFO
-    or /dev/zero must not block or flood a reader.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD:
-            return None
-        return os.read(fd, MAX_RECORD)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def decode_json(data: bytes | None) -> object:
-    """Parsed JSON, or ``None`` for anything that is not (NaN and Infinity are not JSON)."""
-    if data is None:
-        return None
-
-    def refuse(constant: str) -> object:
-        raise ValueError(constant)
-
-    try:
-        return json.loads(data, parse_constant=refuse)
-    except (ValueError, RecursionError):
-        return None
-
-
-def read_record(path: Path) -> Holder | None:
-    """The record at ``path``, or ``None`` when there is none or it is not a valid record."""
-    holder = decode_holder(decode_json(read_small_file(path)))
-    if holder is None:
-        return None
-    match = re.fullmatch(RECORD_NAME, path.name)
-    if match is not None and match.group(1) != holder.lease_id:
-        return None  # a record under another lease's name
-    return holder
-
-
 class HolderRecords:
     """The ``holders/`` directory of one domain, with each record read once per process.
 
@@ -264,8 +152,9 @@ class HolderRecords:
     state; the cost of a scan grows with the number of leases, not of cores.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, read: Callable[[Path], Holder | None]) -> None:
         self.directory = directory
+        self._read = read  # untrusted.read_record, passed in: it imports this module
         self._seen: dict[str, Holder | None] = {}
 
     def path(self, lease_id: str) -> Path:
@@ -284,7 +173,7 @@ class HolderRecords:
             if match is None:
                 continue
             lease_id = match.group(1)
-            holder = seen[lease_id] if lease_id in seen else read_record(self.directory / name)
+            holder = seen[lease_id] if lease_id in seen else self._read(self.directory / name)
             fresh[lease_id] = holder
             if holder is not None:
                 found[lease_id] = holder
@@ -293,7 +182,7 @@ class HolderRecords:
 
     def exists(self, lease_id: str) -> bool:
         """Whether the record of ``lease_id`` is still there (read again, not from the cache)."""
-        return read_record(self.path(lease_id)) is not None
+        return self._read(self.path(lease_id)) is not None
 
     def write(self, holder: Holder) -> None:
         path = self.path(holder.lease_id)
@@ -312,16 +201,6 @@ class HolderRecords:
         except OSError as exc:
             raise io_error("remove", path, exc) from None
         self._seen.pop(lease_id, None)
-
-
-def remove_record(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def write_record(path: Path, holder: Holder) -> None:
-    """Write ``holder`` at ``path`` atomically (tests use it to plant records)."""
-    atomic_write(path, encode_holder(holder))
 
 
 # -- handing a lease down ---------------------------------------------------------------------
@@ -359,26 +238,3 @@ def inherited_ids(env: Mapping[str, str]) -> list[str]:
     """The lease ids in an inherited ``PYTEST_NEURON_LEASE``, whoever its holder is."""
     raw = env.get(HANDOFF_ENV)
     return list(inherited_lease_ids(f"{HANDOFF_ENV}={raw}".encode())) if raw else []
-
-
-def inherited_handoff(env: Mapping[str, str]) -> Handoff | None:
-    """The lease handed down to this process, if its holder really is an ancestor."""
-    raw = env.get(HANDOFF_ENV)
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-        handoff = Handoff(
-            root=Path(data["dir"]),
-            pid=int(data["pid"]),
-            starttime=None if data["start"] is None else int(data["start"]),
-            cores=parse_coreset(str(data["cores"]), HANDOFF_ENV),
-            plugin_vars=tuple(str(v) for v in data.get("vars", ())),
-        )
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, CoreSetError):
-        return None
-    from ..host.processes import ancestors
-
-    if (handoff.pid, handoff.starttime) not in ancestors():
-        return None
-    return handoff

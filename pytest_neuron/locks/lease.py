@@ -148,7 +148,7 @@ class LeaseManager:
         self._prepared = False
         self._held: set[int] = set()  # physical cores this process holds
         self._locks = CoreLocks(root / "cores", source)
-        self._records = HolderRecords(root / "holders")
+        self._records = HolderRecords(root / "holders", read_record)
         self._lingering: dict[str, Lease] = {}
         self._mutex = threading.Lock()
         self._alloc = DomainMutex(root / "alloc.lock")
@@ -507,6 +507,13 @@ class LeaseManager:
 
 
 __all__ = ["Lease", "LeaseError", "LeaseManager", "LeaseTimeout", "LockDirError"]
+
+
+def read_record(path: Path) -> Holder | None:
+    """untrusted.read_record, imported when a lease first finds a record it has not written."""
+    from .untrusted import read_record as read
+
+    return read(path)
 
 
 def whole_pool_window(pool: tuple[int, ...], free: list[int]) -> tuple[int, ...] | None:

@@ -51,9 +51,10 @@ from ..core.status_view import (
 from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
 from ..host.processes import ancestors, describe_process, lease_carriers
 from ..host.procinfo import is_running, proc_state
-from .holders import RECORD_NAME, Holder, read_record
+from .holders import RECORD_NAME, Holder
 from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV, LockDirError
 from .proclocks import PROC_LOCKS, LockTable, find_lock, read_proc_locks
+from .untrusted import read_record
 from .waiters import read_waiters
 
 if TYPE_CHECKING:
@@ -405,7 +406,7 @@ def _read_waiters(directory: Path) -> tuple[WaiterStatus, ...]:
 def read_leases(root: Path) -> dict[str, Holder]:
     """Every valid holder record of the domain ``root``, by lease id: one per lease (holders.py).
 
-    Each field of each record is validated (holders.decode_holder); records
+    Each field of each record is validated (untrusted.decode_holder); records
     of the wrong shape, size or name are left out.  No lock is taken.
     """
     leases: dict[str, Holder] = {}

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, TypeGuard
 
 from ..core.record import record
 from ..host.procinfo import is_running, my_starttime, pid_namespace, shared_clock
-from .holders import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file, shorten
+from .holders import shorten
 from .lockdir import FILE_MODE, atomic_write, io_error
+from .untrusted import MAX_CORE, MAX_CORES, MAX_PID, MAX_SINCE, decode_json, read_small_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

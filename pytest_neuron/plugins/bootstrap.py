@@ -86,7 +86,7 @@ def detector(env: Mapping[str, str]) -> Callable[[], tuple[Host | None, bool]]:
 def _handoff() -> Handoff | None:
     if HANDOFF_ENV not in os.environ:
         return None
-    from ..locks.holders import inherited_handoff
+    from ..locks.untrusted import inherited_handoff
 
     return inherited_handoff(os.environ)
 
