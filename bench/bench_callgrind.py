@@ -19,7 +19,11 @@ it does every ``pytest11`` plugin's.  An editable install is not what users have
 no plugin files in its record and rewrites nothing (``--installed`` measures it anyway).
 
     python bench/bench_callgrind.py [--tests 2000] [--arms nopool,pool,marked] [--modes serial,xdist]
-                                    [--pytest-args=--assert=plain] [--installed]
+                                    [--repeat 3] [--pytest-args=--assert=plain] [--installed]
+
+With ``-n 2`` the counts of both arms vary by a few tenths of a percent from run to run (how often
+xdist's loops wake, and which worker runs which test, depend on timing): ``--repeat`` runs each arm
+that many times, alternately, and prints the ratio of the medians after the runs' own rows.
 
 Needs valgrind.  A script, not a test: it asserts nothing.  One to several minutes per run.
 """
@@ -30,6 +34,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,12 +139,19 @@ def loaded_from(suite: Path, env: dict[str, str]) -> str:
     return f"{where}, {'rewritten by pytest' if rewritten == 'True' else 'NOT rewritten by pytest'}"
 
 
+def row(arm: str, mode: str, on: int, off: int) -> str:
+    return f"{arm:<8} {mode:<7} {on:>15,} {off:>15,} {on / off:>8.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--arms", default="nopool,pool,marked")
     parser.add_argument("--modes", default="serial,xdist")
     parser.add_argument("--pytest-args", default="", help="more arguments for both runs, e.g. --assert=plain")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each arm, then a row of medians (-n 2 counts vary)"
+    )
     parser.add_argument(
         "--installed", action="store_true", help="measure the installed plugin (editable or not), not a wheel"
     )
@@ -181,9 +193,15 @@ def main() -> None:
                 for args in ([*xdist, *neuron], [*xdist, "-p", "no:neuron"]):
                     warm = [sys.executable, "-m", "pytest", *COMMON, *args]
                     subprocess.run(warm, cwd=suite, env=env, capture_output=True, check=False)
-                on = instructions(work, f"{arm}-{mode}-on", suite, [*xdist, *neuron], env)
-                off = instructions(work, f"{arm}-{mode}-off", suite, [*xdist, "-p", "no:neuron"], env)
-                print(f"{arm:<8} {mode:<7} {on:>15,} {off:>15,} {on / off:>8.4f}", flush=True)
+                ons, offs = [], []
+                for run in range(opts.repeat):  # the two arms alternately, so a slow spell hits both
+                    name = f"{arm}-{mode}-{run}"
+                    ons.append(instructions(work, f"{name}-on", suite, [*xdist, *neuron], env))
+                    offs.append(instructions(work, f"{name}-off", suite, [*xdist, "-p", "no:neuron"], env))
+                    print(row(arm, mode, ons[-1], offs[-1]), flush=True)
+                on, off = int(statistics.median(ons)), int(statistics.median(offs))
+                if opts.repeat > 1:
+                    print(row(arm, "median", on, off), flush=True)
                 extra[arm, mode] = on - off
                 if arm == "marked":
                     line = f"per marked test: {(on - off) / opts.tests:,.0f} instructions"
