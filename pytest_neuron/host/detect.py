@@ -26,6 +26,7 @@ from ..core.detection import (
     host_from_neuron_ls,
     make_host,
 )
+from ..core.plan import HOST_ENV
 from ..core.planning import lnc_from_env
 from ..core.record import replace
 from ..core.topology import LNC_FAMILIES, LNC_VARIABLE, Host, TopologyError
@@ -198,3 +199,22 @@ def detect_host(
             host = replace(host, instance_type=_read_product_name(root))
         return host
     return detect_with_dev(root, environ)
+
+
+def detect_for_run(env: Mapping[str, str]) -> tuple[Host | None, bool]:
+    """The host a run plans with, and whether it was detected here (not handed down).
+
+    The host an enclosing run detected, handed down in ``PYTEST_NEURON_HOST`` to its
+    descendants, else :func:`detect_host` (``PYTEST_NEURON_HOST_ROOT`` and
+    ``PYTEST_NEURON_NEURON_LS`` point it at a simulated host in tests).
+    """
+    if HOST_ENV in env:
+        from .hostcache import inherited_host
+
+        inherited = inherited_host(env)
+        if inherited is not None:
+            return inherited, False
+    root = Path(env.get(HOST_ROOT_ENV, "/"))
+    if env.get(NEURON_LS_ENV):
+        return detect_host(root=root, neuron_ls=tuple(env[NEURON_LS_ENV].split()), env=env), True
+    return detect_host(root=root, env=env), True

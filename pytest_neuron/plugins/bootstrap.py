@@ -25,7 +25,6 @@ any, with a pool   ``TracePlugin`` with ``--neuron-trace``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,7 +33,7 @@ from ..core.plan import HANDOFF_ENV, HOST_ENV, NESTED, PLAN_ENV
 from .keys import CONTEXT_KEY, INHERITED_KEY, NO_POOL_KEY, PLAN_KEY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from ..core.plan import Handoff, RunPlan
     from ..core.topology import Host
@@ -63,24 +62,11 @@ def _option(config: pytest.Config, early: bool) -> Callable[[str], Any]:
     return early_cmdline(config) if early else (lambda dest: config.getoption(dest, None))
 
 
-def detector(env: Mapping[str, str]) -> Callable[[], tuple[Host | None, bool]]:
-    """Host detection for build_plan: the host handed down by an enclosing run, else detected here."""
+def _detect() -> tuple[Host | None, bool]:
+    """Host detection for build_plan (host/detect.py, loaded only when a run detects)."""
+    from ..host.detect import detect_for_run
 
-    def detect() -> tuple[Host | None, bool]:
-        from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV, detect_host
-
-        if HOST_ENV in env:
-            from ..host.hostcache import inherited_host
-
-            inherited = inherited_host(env)
-            if inherited is not None:
-                return inherited, False
-        root = Path(env.get(HOST_ROOT_ENV, "/"))
-        if env.get(NEURON_LS_ENV):
-            return detect_host(root=root, neuron_ls=tuple(env[NEURON_LS_ENV].split()), env=env), True
-        return detect_host(root=root, env=env), True
-
-    return detect
+    return detect_for_run(os.environ)
 
 
 def _handoff() -> Handoff | None:
@@ -108,7 +94,7 @@ def plan_for(config: pytest.Config, *, early: bool = False) -> RunPlan:
                 _option(config, early),
                 _ini(config),
                 os.environ,
-                detect=detector(os.environ),
+                detect=_detect,
                 handoff=_handoff(),
             )
     except ValueError as exc:
