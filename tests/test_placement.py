@@ -220,3 +220,28 @@ def test_a_request_of_the_whole_pool_is_placed_as_choose_window_would(
     free_in_pool = [c for c in pool if c in free]
     assert whole_pool_window(pool, free_in_pool) == choose_window(pool, len(pool), free, device_of=devices)
     assert bool(candidate_windows(pool, len(pool))) == (whole_pool_window(pool, list(pool)) is not None)
+
+
+def _greedy_disjoint(pool: tuple[int, ...], size: int) -> int:
+    taken: set[int] = set()
+    count = 0
+    for window in candidate_windows(pool, size):
+        if not taken.intersection(window):
+            taken.update(window)
+            count += 1
+    return count
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 40), st.integers(1, 41), st.integers(1, 20), placements())
+def test_disjoint_windows_counts_what_placement_admits(
+    start: int, n: int, size: int, case: tuple[tuple[int, ...], int, frozenset[int], dict[int, int]]
+) -> None:
+    """plan.disjoint_windows counts a consecutive pool's windows without placement.py; it must agree
+    (for consecutive pools at any start, and for the gapped pools of placements())."""
+    from pytest_neuron.core.plan import disjoint_windows
+
+    consecutive = tuple(range(start, start + n))
+    assert disjoint_windows(consecutive, size) == _greedy_disjoint(consecutive, size), (consecutive, size)
+    pool, k, _, _ = case
+    assert disjoint_windows(pool, k) == _greedy_disjoint(pool, k), (pool, k)

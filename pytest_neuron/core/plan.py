@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .coreset import is_contiguous
 from .record import field, record, replace
 
 if TYPE_CHECKING:
@@ -128,13 +129,33 @@ class RunPlan:
         """How many disjoint windows of ``size`` cores the pool holds at once."""
         if self.topology is None:
             return 0
-        from .placement import candidate_windows  # sizing -n auto: not on a serial run's path
-
-        taken: set[int] = set()
-        count = 0
-        for window in candidate_windows(self.topology.cores, size):
-            if not taken.intersection(window):
-                taken.update(window)
-                count += 1
+        count = disjoint_windows(self.topology.cores, size)
         limit = self.topology.limit
         return count if limit is None else min(count, limit // size)
+
+
+def disjoint_windows(pool: tuple[int, ...], size: int) -> int:
+    """How many disjoint windows of ``size`` cores placement admits in ``pool`` (taken by ascending start).
+
+    For a pool of consecutive cores, counted without importing placement.py: a controller
+    checks its workers' slices with this, and nothing else it does needs placement
+    (tests/test_placement.py checks the two ways agree).
+    """
+    if size <= 0 or not pool:
+        return 0
+    if is_contiguous(pool):
+        first, n = min(pool), len(pool)
+        if size & (size - 1) == 0:  # a power of two: windows start at multiples of it, if any does
+            aligned = (first + n) // size - -(-first // size)
+            if aligned > 0:
+                return aligned
+        return n // size
+    from .placement import candidate_windows
+
+    taken: set[int] = set()
+    count = 0
+    for window in candidate_windows(pool, size):
+        if not taken.intersection(window):
+            taken.update(window)
+            count += 1
+    return count
