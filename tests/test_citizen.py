@@ -333,8 +333,8 @@ def test_a_handed_down_host_is_used_only_by_descendants() -> None:
 ORPHAN_CHILD = """
 import os, sys, time
 from pytest_neuron.core.plan import Controller
-from pytest_neuron.host import watchdog
-controller = Controller(watchdog.boot_id(), int(sys.argv[1]), None)
+from pytest_neuron.host import procinfo, watchdog
+controller = Controller(procinfo.boot_id(), int(sys.argv[1]), None)
 print(watchdog.watch_parent(controller, grace=0.5), flush=True)
 time.sleep(60)
 """
@@ -365,8 +365,8 @@ def test_a_worker_whose_controller_is_already_gone_exits_at_once() -> None:
     dead.wait()
     code = (
         "from pytest_neuron.core.plan import Controller\n"
-        "from pytest_neuron.host import watchdog\n"
-        f"watchdog.watch_parent(Controller(watchdog.boot_id(), {dead.pid}, 1))\n"
+        "from pytest_neuron.host import procinfo, watchdog\n"
+        f"watchdog.watch_parent(Controller(procinfo.boot_id(), {dead.pid}, 1))\n"
         "print('still here')\n"
     )
     done = subprocess.run(

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.plan import Controller
 from ..core.record import record
 
 if TYPE_CHECKING:
@@ -225,6 +226,21 @@ def shared_clock() -> float:
     """
     clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
     return time.clock_gettime(clock)
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def this_process() -> Controller:
+    """This process as its xdist workers' watchdog knows it (host/watchdog.py)."""
+    return Controller(boot_id(), os.getpid(), my_starttime())
 
 
 _MINE: dict[int, int | None] = {}

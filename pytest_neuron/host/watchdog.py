@@ -23,27 +23,17 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..core.plan import Controller
-from .procinfo import PR_SET_PDEATHSIG, is_running, my_starttime, prctl
+from .procinfo import PR_SET_PDEATHSIG, boot_id, is_running, prctl
 from .reaper import stop_descendants
+
+if TYPE_CHECKING:
+    from ..core.plan import Controller
 
 ORPHAN_EXIT_CODE = 75
 #: A real-time signal: no test suite or library installs a handler for it by chance.
 ORPHAN_SIGNAL = signal.SIGRTMAX - 2
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def boot_id() -> str:
-    try:
-        return BOOT_ID.read_text().strip()
-    except OSError:
-        return ""
-
-
-def this_process() -> Controller:
-    return Controller(boot_id(), os.getpid(), my_starttime())
 
 
 def set_parent_death_signal(signum: int) -> bool:

@@ -127,7 +127,7 @@ class XdistHooks:
             return
         from ..core.plan import PLAN_ENV
         from ..core.plan_wire import plan_to_json
-        from ..host.watchdog import this_process
+        from ..host.procinfo import this_process
         from .bootstrap import runs_tests
 
         # workers watch this process: they stop when it dies (host/watchdog.py)
