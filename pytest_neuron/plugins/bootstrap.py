@@ -266,8 +266,10 @@ def configure(config: pytest.Config) -> NeuronContext | None:
             # registered up front: a nested run's first test that asks for cores leases the slice
             pm.register(MarkedTests(context), "neuron-marked")
     if plan.scope == "test":
-        from .collection import pool_units
-        from .scheduler import start_test_scope  # durations, and the xdist scheduler
+        from .scheduler import (
+            pool_units,
+            start_test_scope,  # durations, and the xdist scheduler
+        )
 
         start_test_scope(config, plan, context.role, pool_units(context))
     if plan.value("trace"):

@@ -11,10 +11,8 @@ import pytest
 from .keys import CLASSIFIED_KEY, FIXTURE, MARKER, NEED_KEY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Protocol
 
-    from ..core.need import Need
     from .context import NeuronContext
 
     class _Node(Protocol):  # what this module reads of a pytest node (pytest does not export Node)
@@ -23,24 +21,6 @@ if TYPE_CHECKING:
 
         @property
         def parent(self) -> _Node | None: ...
-
-
-def physical_size(ctx: NeuronContext, need: Need) -> int:
-    return need.cores * ctx.lnc_of(need)
-
-
-def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
-    """How many of the pool's cores an item's window takes (its cores at its own LNC, in the pool's
-    numbering: a 2-core LNC=2 test takes 4 cores of an LNC=1 pool)."""
-    from ..core.need import UNMARKED
-
-    topo = ctx.plan.topology
-    per = 1 if topo is None else max(1, topo.lnc)
-
-    def cores_of(item: pytest.Item) -> int:
-        return -(-physical_size(ctx, item.stash.get(NEED_KEY, UNMARKED)) // per)
-
-    return cores_of
 
 
 class MarkedNodes:
@@ -122,7 +102,7 @@ class Collection:
                 marked = marked or need.wants
         config.stash[CLASSIFIED_KEY] = True
         if ctx.plan.scope == "test":
-            from .scheduler import order_items  # the order in effect (plugins/scheduler.py)
+            from .scheduler import order_items, pool_units  # the order in effect (plugins/scheduler.py)
 
             # physical size: with per-test LNC a 2-core LNC=2 test is as big as a 4-core LNC=1 one
             order_items(config, ctx.plan, items, pool_units(ctx))

@@ -35,7 +35,6 @@ from ..core.runtime_env import (
     split_worker_env,
 )
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
-from ..host.envpatch import EnvPatch
 from ..host.procinfo import open_devices
 from .options import read_ini
 
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
 
     from ..core.need import Need
     from ..core.plan import RunPlan
+    from ..host.envpatch import EnvPatch
     from ..locks.lease import Lease, LeaseManager
     from ..locks.per_lnc import LncLeases
     from .waiting import WaitNotice
@@ -237,6 +237,8 @@ class NeuronContext:
 
     def export(self, env: Mapping[str, str | None]) -> None:
         """Set ``env`` for the rest of the process (restored at unconfigure) and remember it."""
+        from ..host.envpatch import EnvPatch  # not at import: a controller exports nothing
+
         self.state.patches.append(EnvPatch(env).apply())
         self.exported.update(env)
 

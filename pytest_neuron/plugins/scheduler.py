@@ -60,11 +60,14 @@ import pytest
 from ..core.ordering import Record, estimates, ranking, records_from, records_to
 from ..core.placement import choose_window, reservation_window
 from ..core.workers import count_workers
+from .keys import NEED_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+    from ..core.need import Need
     from ..core.plan import RunPlan
+    from .context import NeuronContext
 
 COUNTS_INPUT = "neuron_core_counts"  # the key of the counts directory in xdist's workerinput
 CACHE_KEY = "neuron/durations"
@@ -675,6 +678,24 @@ class CountsExport:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         items = session.items
         write_core_counts(session.config, [i.nodeid for i in items], [self.cores_of(i) for i in items])
+
+
+def physical_size(ctx: NeuronContext, need: Need) -> int:
+    return need.cores * ctx.lnc_of(need)
+
+
+def pool_units(ctx: NeuronContext) -> Callable[[pytest.Item], int]:
+    """How many of the pool's cores an item's window takes (its cores at its own LNC, in the pool's
+    numbering: a 2-core LNC=2 test takes 4 cores of an LNC=1 pool)."""
+    from ..core.need import UNMARKED
+
+    topo = ctx.plan.topology
+    per = 1 if topo is None else max(1, topo.lnc)
+
+    def cores_of(item: pytest.Item) -> int:
+        return -(-physical_size(ctx, item.stash.get(NEED_KEY, UNMARKED)) // per)
+
+    return cores_of
 
 
 def start_test_scope(
