@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 from .coreset import format_coreset
 from .plan import HANDOFF_ENV, HOST_ENV
+from .topology import VISIBLE_CORES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .topology import Topology
 
-VISIBLE = "NEURON_RT_VISIBLE_CORES"
+VISIBLE = VISIBLE_CORES  # the variable the plugin sets for every lease
 ROOT_COMM_ID = "NEURON_RT_ROOT_COMM_ID"
 MASTER_PORT = "MASTER_PORT"
 MASTER_PORT_OFFSET = 512

@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .record import record
+from .topology import LNC_VARIABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -307,7 +308,7 @@ LNC = Spec(
     None,
     "NEURON_LOGICAL_NC_CONFIG for each test, 1 or 2; its window is numbered at that LNC and locked by "
     "physical core",
-    env="NEURON_LOGICAL_NC_CONFIG",
+    env=LNC_VARIABLE,
 )
 
 RUN_SETTINGS: tuple[Spec[Any], ...] = (

@@ -35,6 +35,7 @@ from ..core.runtime_env import (
     split_worker_env,
 )
 from ..core.settings import RUNTIME_VARS, TEST_SETTINGS, Resolved, resolve
+from ..core.topology import LNC_VARIABLE, NUM_CORES
 from ..host.procinfo import open_devices
 from .options import read_ini
 
@@ -56,9 +57,7 @@ if TYPE_CHECKING:
 Role = Literal["single", "controller", "worker"]
 
 DEVICE_PREFIX_ENV = "PYTEST_NEURON_DEVICE_PREFIX"
-LNC_VAR = "NEURON_LOGICAL_NC_CONFIG"
-NUM_CORES_VAR = "NEURON_RT_NUM_CORES"
-WATCHED = (VISIBLE, NUM_CORES_VAR, LNC_VAR)  # what decides which cores a runtime takes
+WATCHED = (VISIBLE, NUM_CORES, LNC_VARIABLE)  # what decides which cores a runtime takes
 
 
 class ProcessState:

@@ -21,11 +21,10 @@ import time
 from typing import TYPE_CHECKING
 
 from pytest_neuron.core.coreset import format_coreset
+from pytest_neuron.core.topology import NUM_CORES, VISIBLE_CORES
 from pytest_neuron.testing.log import LogFormatError, check_log, summarize_log
 from pytest_neuron.testing.runtime import (
     ENV_DIR,
-    NUM_CORES,
-    VISIBLE_CORES,
     FakeHostError,
     FakeRuntimeError,
     init_runtime,

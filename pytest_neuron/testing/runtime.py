@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_neuron.core.coreset import CoreSetError, format_coreset, parse_coreset, runs
+from pytest_neuron.core.topology import LNC_VARIABLE as LNC_CONFIG
+from pytest_neuron.core.topology import NUM_CORES, VISIBLE_CORES
 from pytest_neuron.testing.log import LOG_NAME, append_event, end_event, start_event, take_over
 
 if TYPE_CHECKING:
@@ -32,9 +34,6 @@ ENV_DIR = "PYTEST_NEURON_FAKE_DIR"
 ENV_CORES = "PYTEST_NEURON_FAKE_CORES"
 ENV_CORES_PER_DEVICE = "PYTEST_NEURON_FAKE_CORES_PER_DEVICE"
 ENV_LNC = "PYTEST_NEURON_FAKE_LNC"
-VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
-NUM_CORES = "NEURON_RT_NUM_CORES"
-LNC_CONFIG = "NEURON_LOGICAL_NC_CONFIG"
 
 _ALLOC = "NRT:nrt_allocate_neuron_cores"
 _INIT = "NRT:nrt_init"

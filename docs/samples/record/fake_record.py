@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from pytest_neuron.locks.holders import Holder, write_record
+from pytest_neuron.locks.holders import Holder, encode_holder
 
 holders = Path("locks4/holders")
 holders.mkdir(parents=True, exist_ok=True)
@@ -21,4 +21,4 @@ record = Holder(
     physical=(0, 1),
     worker="gw0",
 )
-write_record(holders / f"{record.lease_id}.json", record)  # one record per lease
+(holders / f"{record.lease_id}.json").write_bytes(encode_holder(record))  # one record per lease
