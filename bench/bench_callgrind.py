@@ -21,9 +21,17 @@ no plugin files in its record and rewrites nothing (``--installed`` measures it 
     python bench/bench_callgrind.py [--tests 2000] [--arms nopool,pool,marked] [--modes serial,xdist]
                                     [--repeat 3] [--pytest-args=--assert=plain] [--installed]
 
-With ``-n 2`` the counts of both arms vary by a few tenths of a percent from run to run (how often
-xdist's loops wake, and which worker runs which test, depend on timing): ``--repeat`` runs each arm
-that many times, alternately, and prints the ratio of the medians after the runs' own rows.
+One run's count is not the whole story.  With ``-n 2`` both arms vary by a few tenths of a percent
+from run to run (how often xdist's loops wake, and which worker runs which test, depend on
+timing).  Serially a count repeats exactly, but moves by up to a few tenths of a percent with
+the memory layout of the run: pytest's own work for the same 2,000 tests changed by 15 M
+instructions when a few lines were added to the plugin's start-up code, nowhere near a test.
+(callgrind shows where: dict lookups and CPython's type-attribute cache, whose slots are
+chosen from the addresses of interned names and the order types got their version tags).
+``--repeat N`` runs each arm N times, alternately; run ``i`` of both arms starts with
+``PYTHONHASHSEED=i`` and, from a ``sitecustomize`` first on ``PYTHONPATH``, ``13 i`` classes and
+``97 i`` interned names made before pytest starts, so the runs sample different layouts; the
+median of the runs' ratios (each run compares its two arms, which share a layout) follows.
 
 Needs valgrind.  A script, not a test: it asserts nothing.  One to several minutes per run.
 """
@@ -89,6 +97,16 @@ def instructions(work: Path, name: str, suite: Path, args: list[str], env: dict[
 
 
 ROOT = Path(__file__).resolve().parent.parent
+LAYOUT_ENV = "BENCH_LAYOUT"
+#: first on PYTHONPATH in every run: run i starts with i x (13 classes, 97 interned names) more,
+#: before pytest, so the runs sample different memory layouts (see the docstring)
+LAYOUT = f"""
+import os, sys
+
+_n = int(os.environ.get("{LAYOUT_ENV}", "0"))
+_classes = [type(f"_Pad{{i}}", (), {{"x": i}}) for i in range(13 * _n)]
+_names = [sys.intern(f"_pad_{{i}}") for i in range(97 * _n)]
+"""
 #: a test that prints where the plugin was imported from and which loader loaded it
 WHERE = """
 import pytest_neuron.plugin as plugin
@@ -150,7 +168,10 @@ def main() -> None:
     parser.add_argument("--modes", default="serial,xdist")
     parser.add_argument("--pytest-args", default="", help="more arguments for both runs, e.g. --assert=plain")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of each arm, then a row of medians (-n 2 counts vary)"
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each arm, each in its own layout, then the median ratio",
     )
     parser.add_argument(
         "--installed", action="store_true", help="measure the installed plugin (editable or not), not a wheel"
@@ -172,6 +193,9 @@ def main() -> None:
         )
         if not opts.installed:
             install_wheel(work / "site", env)
+        (work / "layout").mkdir()
+        (work / "layout" / "sitecustomize.py").write_text(LAYOUT)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "layout"), env.get("PYTHONPATH", "")) if p)
         suites = {"plain": work / "plain", "marked": work / "marked"}
         write_suite(suites["plain"], opts.tests, marked=False)
         write_suite(suites["marked"], opts.tests, marked=True)
@@ -196,17 +220,25 @@ def main() -> None:
                 ons, offs = [], []
                 for run in range(opts.repeat):  # the two arms alternately, so a slow spell hits both
                     name = f"{arm}-{mode}-{run}"
-                    ons.append(instructions(work, f"{name}-on", suite, [*xdist, *neuron], env))
-                    offs.append(instructions(work, f"{name}-off", suite, [*xdist, "-p", "no:neuron"], env))
+                    seeded = {**env, "PYTHONHASHSEED": str(run), LAYOUT_ENV: str(run)}
+                    ons.append(instructions(work, f"{name}-on", suite, [*xdist, *neuron], seeded))
+                    offs.append(instructions(work, f"{name}-off", suite, [*xdist, "-p", "no:neuron"], seeded))
                     print(row(arm, mode, ons[-1], offs[-1]), flush=True)
-                on, off = int(statistics.median(ons)), int(statistics.median(offs))
-                if opts.repeat > 1:
-                    print(row(arm, "median", on, off), flush=True)
-                extra[arm, mode] = on - off
+                ratios = [a / b for a, b in zip(ons, offs, strict=True)]
+                if opts.repeat > 1:  # each run's two arms share a layout: compare within runs
+                    median = statistics.median(ratios)
+                    print(
+                        f"{arm:<8} {mode:<7} median of {opts.repeat} runs: {median:.4f} "
+                        f"(from {min(ratios):.4f} to {max(ratios):.4f})",
+                        flush=True,
+                    )
+                extra[arm, mode] = diff = int(
+                    statistics.median(a - b for a, b in zip(ons, offs, strict=True))
+                )
                 if arm == "marked":
-                    line = f"per marked test: {(on - off) / opts.tests:,.0f} instructions"
+                    line = f"per marked test: {diff / opts.tests:,.0f} instructions"
                     if ("pool", mode) in extra:  # the fixed cost of a process with a pool, measured above
-                        net = (on - off - extra["pool", mode]) / opts.tests
+                        net = (diff - extra["pool", mode]) / opts.tests
                         line += f", {net:,.0f} above the pool arm's"
                     print(f"{'':<8} {'':<7} {line}")
 
