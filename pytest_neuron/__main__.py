@@ -19,8 +19,8 @@ import time
 
 from pytest_neuron import __version__
 from pytest_neuron.core.coreset import CoreSetError, parse_coreset
+from pytest_neuron.core.settings import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.core.status_view import render_text, to_json
-from pytest_neuron.locks.lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV
 from pytest_neuron.locks.status import StatusError, collect, resolve_lock_dir
 
 PROG = "pytest-neuron"

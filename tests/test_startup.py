@@ -79,6 +79,9 @@ WORKER_SCOPE = (
 XDIST_WORKER = (
     WORKER_SCOPE - PLANNING - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}
 ) | {"pytest_neuron.core.plan_wire", "pytest_neuron.host.watchdog"}
+#: a worker whose sibling recorded its lease first reads that record (its cores are the
+#: sibling's, but only the record says so): whether it does depends on timing
+SIBLING_RECORD = {"pytest_neuron.locks.untrusted"}
 
 
 def _loaded(pytester: pytest.Pytester, *args: str, process: str = "main") -> set[str]:
@@ -116,7 +119,7 @@ def test_an_xdist_worker_imports_no_controller_hooks_and_no_report(
 ) -> None:
     args = ("-n", "2", "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
     loaded = _loaded(pytester, *args, process="gw0")
-    assert loaded == XDIST_WORKER, _explain(loaded, XDIST_WORKER)
+    assert loaded - SIBLING_RECORD == XDIST_WORKER, _explain(loaded - SIBLING_RECORD, XDIST_WORKER)
 
 
 ASKING = """

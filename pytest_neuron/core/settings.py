@@ -33,6 +33,8 @@ ORDERS = ("biggest-first", "durations", "collection")
 ORDER_ALIASES = {"collected": "collection"}  # the name 0.1 gave `collection`
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_PORT_BASE = 61234
+DEFAULT_LOCK_DIR = "/tmp/pytest-neuron"
+LOCK_DIR_ENV = "PYTEST_NEURON_LOCK_DIR"  # read by the status command too
 MAX_SECONDS = 10**7  # about 116 days: the largest wait bound accepted
 MAX_EXEC_TIMEOUT = 2**31 - 1  # the largest value NEURON_RT_EXEC_TIMEOUT is exported with
 _DECIMAL = r"[0-9]+(\.[0-9]*)?|\.[0-9]+"  # compiled by re on first use: most runs give no seconds
@@ -234,9 +236,9 @@ CORES_PER_WORKER = Spec(
 LOCK_DIR = Spec(
     "lock_dir",
     parse_lock_dir,
-    "/tmp/pytest-neuron",
+    DEFAULT_LOCK_DIR,
     "host-wide lock directory shared by every run on this host",
-    env="PYTEST_NEURON_LOCK_DIR",
+    env=LOCK_DIR_ENV,
 )
 WAIT_TIMEOUT = Spec(
     "wait_timeout",

@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-DEFAULT_LOCK_DIR = "/tmp/pytest-neuron"
-LOCK_DIR_ENV = "PYTEST_NEURON_LOCK_DIR"
 DIR_MODE = 0o777
 FILE_MODE = 0o666
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from ..core.coreset import runs
 from ..core.plan import NESTED, holder_of
 from ..core.planning import as_typed, path_dirs
-from ..core.settings import SettingError, parse_lock_dir
+from ..core.settings import DEFAULT_LOCK_DIR, LOCK_DIR_ENV, SettingError, parse_lock_dir
 from ..core.status_view import (
     FREE,
     HELD,
@@ -52,7 +52,7 @@ from ..host.detect import HOST_ROOT_ENV, NEURON_LS_ENV
 from ..host.processes import ancestors, describe_process, lease_carriers
 from ..host.procinfo import is_running, proc_state
 from .holders import RECORD_NAME, Holder
-from .lockdir import DEFAULT_LOCK_DIR, LOCK_DIR_ENV, LockDirError
+from .lockdir import LockDirError
 from .proclocks import PROC_LOCKS, LockTable, find_lock, read_proc_locks
 from .untrusted import read_record
 from .waiters import read_waiters

@@ -46,9 +46,9 @@ means no history; ``--cache-clear`` starts from none.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import difflib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -498,12 +498,12 @@ def write_core_counts(config: pytest.Config, ids: Sequence[str], cores: Sequence
     if not isinstance(workerinput, dict) or not workerinput.get(COUNTS_INPUT):
         return
     path = Path(str(workerinput[COUNTS_INPUT])) / f"{workerinput.get('workerid', 'gw')}.json"
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps({"ids": list(ids), "cores": list(cores)}))
-        os.replace(temporary, path)  # the controller never reads half a file
-    except OSError:
-        temporary.unlink(missing_ok=True)  # the controller reports the missing counts once
+    from ..locks.lockdir import atomic_write
+
+    # the controller never reads half a file; on an error nothing is left behind, and the
+    # controller reports the missing counts once
+    with contextlib.suppress(OSError):
+        atomic_write(path, json.dumps({"ids": list(ids), "cores": list(cores)}).encode())
 
 
 def read_core_counts(directory: Path, worker: str, collection: Sequence[str]) -> list[int] | None:
