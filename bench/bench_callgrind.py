@@ -29,9 +29,10 @@ instructions when a few lines were added to the plugin's start-up code, nowhere 
 (callgrind shows where: dict lookups and CPython's type-attribute cache, whose slots are
 chosen from the addresses of interned names and the order types got their version tags).
 ``--repeat N`` runs each arm N times, alternately; run ``i`` of both arms starts with
-``PYTHONHASHSEED=i`` and, from a ``sitecustomize`` first on ``PYTHONPATH``, ``13 i`` classes and
-``97 i`` interned names made before pytest starts, so the runs sample different layouts; the
-median of the runs' ratios (each run compares its two arms, which share a layout) follows.
+``PYTHONHASHSEED=i`` and, from run 1 on, with ``13 i`` classes and ``97 i`` interned names made
+before pytest starts (a ``sitecustomize`` first on ``PYTHONPATH``; run 0 has none, as a single run
+has), so the runs sample different layouts; the median of the runs' ratios (each run compares
+its two arms, which share a layout) follows.
 
 Needs valgrind.  A script, not a test: it asserts nothing.  One to several minutes per run.
 """
@@ -98,7 +99,7 @@ def instructions(work: Path, name: str, suite: Path, args: list[str], env: dict[
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT_ENV = "BENCH_LAYOUT"
-#: first on PYTHONPATH in every run: run i starts with i x (13 classes, 97 interned names) more,
+#: first on PYTHONPATH from run 1 on: run i starts with i x (13 classes, 97 interned names) more,
 #: before pytest, so the runs sample different memory layouts (see the docstring)
 LAYOUT = f"""
 import os, sys
@@ -194,8 +195,8 @@ def main() -> None:
         if not opts.installed:
             install_wheel(work / "site", env)
         (work / "layout").mkdir()
-        (work / "layout" / "sitecustomize.py").write_text(LAYOUT)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "layout"), env.get("PYTHONPATH", "")) if p)
+        (work / "layout" / "sitecustomize.py").write_text(LAYOUT)  # on PYTHONPATH from run 1 on
+        env.setdefault("PYTHONPATH", "")
         suites = {"plain": work / "plain", "marked": work / "marked"}
         write_suite(suites["plain"], opts.tests, marked=False)
         write_suite(suites["marked"], opts.tests, marked=True)
@@ -221,6 +222,9 @@ def main() -> None:
                 for run in range(opts.repeat):  # the two arms alternately, so a slow spell hits both
                     name = f"{arm}-{mode}-{run}"
                     seeded = {**env, "PYTHONHASHSEED": str(run), LAYOUT_ENV: str(run)}
+                    if run:  # run 0 is the bare layout: no padding module at all
+                        paths = (str(work / "layout"), env["PYTHONPATH"])
+                        seeded["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
                     ons.append(instructions(work, f"{name}-on", suite, [*xdist, *neuron], seeded))
                     offs.append(instructions(work, f"{name}-off", suite, [*xdist, "-p", "no:neuron"], seeded))
                     print(row(arm, mode, ons[-1], offs[-1]), flush=True)
