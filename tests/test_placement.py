@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from pytest_neuron.core.placement import (
     candidate_windows,
     choose_window,
+    count_disjoint,
     is_power_of_two,
     reservation_window,
 )
@@ -222,26 +223,25 @@ def test_a_request_of_the_whole_pool_is_placed_as_choose_window_would(
     assert bool(candidate_windows(pool, len(pool))) == (whole_pool_window(pool, list(pool)) is not None)
 
 
-def _greedy_disjoint(pool: tuple[int, ...], size: int) -> int:
-    taken: set[int] = set()
-    count = 0
-    for window in candidate_windows(pool, size):
-        if not taken.intersection(window):
-            taken.update(window)
-            count += 1
-    return count
-
-
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 40), st.integers(1, 41), st.integers(1, 20), placements())
-def test_disjoint_windows_counts_what_placement_admits(
-    start: int, n: int, size: int, case: tuple[tuple[int, ...], int, frozenset[int], dict[int, int]]
-) -> None:
-    """plan.disjoint_windows counts a consecutive pool's windows without placement.py; it must agree
-    (for consecutive pools at any start, and for the gapped pools of placements())."""
+@given(st.integers(0, 40), st.integers(1, 41), st.integers(1, 20))
+def test_disjoint_windows_counts_a_consecutive_pool_as_placement_does(start: int, n: int, size: int) -> None:
+    """plan.disjoint_windows counts a consecutive pool's windows without placement.py (a gapped
+    pool it hands to placement.count_disjoint itself): the two must agree, at any start."""
     from pytest_neuron.core.plan import disjoint_windows
 
-    consecutive = tuple(range(start, start + n))
-    assert disjoint_windows(consecutive, size) == _greedy_disjoint(consecutive, size), (consecutive, size)
+    pool = tuple(range(start, start + n))
+    assert disjoint_windows(pool, size) == count_disjoint(pool, size), (pool, size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(placements())
+def test_count_disjoint_is_zero_exactly_when_no_window_fits(
+    case: tuple[tuple[int, ...], int, frozenset[int], dict[int, int]],
+) -> None:
+    """lease.py's check that a request can ever fit asks for a count above 0."""
     pool, k, _, _ = case
-    assert disjoint_windows(pool, k) == _greedy_disjoint(pool, k), (pool, k)
+    count = count_disjoint(pool, k)
+    windows = candidate_windows(pool, k)
+    assert count * k <= len(pool)
+    assert (count == 0) == (not windows)

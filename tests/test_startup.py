@@ -79,6 +79,13 @@ WORKER_SCOPE = (
 XDIST_WORKER = (
     WORKER_SCOPE - PLANNING - {"pytest_neuron.core.report", "pytest_neuron.plugins.reporting"}
 ) | {"pytest_neuron.core.plan_wire", "pytest_neuron.host.watchdog"}
+#: an xdist controller in worker scope: it plans, reserves the run's cores and reports, but
+#: collects nothing and exports nothing, and needs neither placement nor the watchdog
+CONTROLLER = (WORKER_SCOPE - {"pytest_neuron.plugins.collection", "pytest_neuron.host.envpatch"}) | {
+    "pytest_neuron.core.plan_wire",
+    "pytest_neuron.core.workers",
+    "pytest_neuron.plugins.xdist",
+}
 #: a worker whose sibling recorded its lease first reads that record (its cores are the
 #: sibling's, but only the record says so): whether it does depends on timing
 SIBLING_RECORD = {"pytest_neuron.locks.untrusted"}
@@ -120,6 +127,15 @@ def test_an_xdist_worker_imports_no_controller_hooks_and_no_report(
     args = ("-n", "2", "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
     loaded = _loaded(pytester, *args, process="gw0")
     assert loaded - SIBLING_RECORD == XDIST_WORKER, _explain(loaded - SIBLING_RECORD, XDIST_WORKER)
+
+
+@pytest.mark.usefixtures("neuron_env")
+def test_an_xdist_controller_imports_no_placement_watchdog_or_environment_patcher(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    args = ("-n", "2", "--neuron-cores=0-7", f"--neuron-lock-dir={lock_dir}")
+    loaded = _loaded(pytester, *args)
+    assert loaded == CONTROLLER, _explain(loaded, CONTROLLER)
 
 
 ASKING = """

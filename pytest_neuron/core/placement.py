@@ -44,6 +44,17 @@ def candidate_windows(pool: tuple[int, ...], k: int) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def count_disjoint(pool: tuple[int, ...], k: int) -> int:
+    """How many disjoint windows of ``k`` cores the pool holds at once (taken by ascending start)."""
+    taken: set[int] = set()
+    count = 0
+    for window in candidate_windows(pool, k):
+        if not taken.intersection(window):
+            taken.update(window)
+            count += 1
+    return count
+
+
 class _FreeMap:
     """Prefix counts of free cores, so "is this block all free" costs O(1)."""
 

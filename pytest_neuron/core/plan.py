@@ -6,8 +6,9 @@ file (planning.py's ``build_plan``), or in an xdist worker from the controller's
 
 What a run inherits from the processes above it, as values (the lease handed down, the
 controller), is defined here too, since every run loads it with its plan: the variables that
-carry them are read and written by locks/holders.py (the lease, whose holder must be an
-ancestor), host/hostcache.py (the detected host) and host/watchdog.py (the controller).
+carry them are written by locks/holders.py and read by locks/untrusted.py (the lease, whose
+holder must be an ancestor), host/hostcache.py (the detected host); host/procinfo.py names a
+controller and host/watchdog.py watches it.
 """
 
 from __future__ import annotations
@@ -135,11 +136,11 @@ class RunPlan:
 
 
 def disjoint_windows(pool: tuple[int, ...], size: int) -> int:
-    """How many disjoint windows of ``size`` cores placement admits in ``pool`` (taken by ascending start).
+    """placement.count_disjoint: how many disjoint windows of ``size`` cores ``pool`` holds at once.
 
     For a pool of consecutive cores, counted without importing placement.py: a controller
-    checks its workers' slices with this, and nothing else it does needs placement
-    (tests/test_placement.py checks the two ways agree).
+    checks its workers' slices with this and a lease checks that a request can ever fit, and
+    neither needs anything else of placement (tests/test_placement.py checks the two agree).
     """
     if size <= 0 or not pool:
         return 0
@@ -150,12 +151,6 @@ def disjoint_windows(pool: tuple[int, ...], size: int) -> int:
             if aligned > 0:
                 return aligned
         return n // size
-    from .placement import candidate_windows
+    from .placement import count_disjoint
 
-    taken: set[int] = set()
-    count = 0
-    for window in candidate_windows(pool, size):
-        if not taken.intersection(window):
-            taken.update(window)
-            count += 1
-    return count
+    return count_disjoint(pool, size)

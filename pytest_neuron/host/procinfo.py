@@ -161,11 +161,11 @@ def prctl(option: int, arg: int) -> bool:
 def _prctl_from_ctypes_core() -> Callable[..., int] | None:
     """libc's ``prctl``, typed as ctypes would type it, from ``_ctypes`` (CPython's C half of ctypes).
 
-    ``import ctypes`` builds its whole type system in Python, which costs every process with a pool
-    about 6 M instructions (docs/performance.md); this needs two types and one function pointer.
+    ``import ctypes`` builds its whole type system in Python, which cost every process with a pool
+    about 5.3 M instructions (docs/performance.md); this needs two types and one function pointer.
     ``_ctypes`` is not a public module, so this is the one place that touches it, and
-    tests/test_citizen.py fails if it stops working on CPython (:func:`_prctl_from_ctypes` is the
-    fallback elsewhere, e.g. on PyPy).
+    tests/test_lease_survivors.py fails if it stops working on CPython (:func:`_prctl_from_ctypes`
+    is the fallback elsewhere, e.g. on PyPy).
     """
     try:
         import _ctypes

@@ -69,6 +69,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..core.coreset import format_coreset, is_contiguous
+from ..core.plan import disjoint_windows
 from ..core.record import mutable_record
 from ..host.procinfo import become_subreaper, descendants, is_running, proc_state
 from .holders import Holder, HolderRecords, new_holder
@@ -324,7 +325,7 @@ class LeaseManager:
         pool = f"pool {format_coreset(topo.cores)} ({topo.source})"
         if k < 1 or k > topo.size:
             raise LeaseError(f"cannot lease {k} cores from a pool of {topo.size} ({topo.source})")
-        if not _has_window(topo.cores, k):
+        if not disjoint_windows(topo.cores, k):
             raise LeaseError(
                 f"cannot lease {k} core{'s' if k != 1 else ''} from {pool}: it has no {k} consecutive "
                 "cores, and the runtime needs a contiguous range"
@@ -521,15 +522,6 @@ def whole_pool_window(pool: tuple[int, ...], free: list[int]) -> tuple[int, ...]
     when every core is free and it is one consecutive range (the runtime rejects gaps), else
     nothing (tests/test_placement.py checks the two agree)."""
     return pool if len(free) == len(pool) and is_contiguous(pool) else None
-
-
-def _has_window(pool: tuple[int, ...], k: int) -> bool:
-    """Whether the pool has any window of ``k`` cores (placement.candidate_windows)."""
-    if k == len(pool):
-        return whole_pool_window(pool, list(pool)) is not None
-    from ..core.placement import candidate_windows
-
-    return bool(candidate_windows(tuple(pool), k))
 
 
 def _available_to(k: int, ticket: str | None, free: set[int], waiters: list[Waiter]) -> set[int]:

@@ -266,12 +266,9 @@ def configure(config: pytest.Config) -> NeuronContext | None:
             # registered up front: a nested run's first test that asks for cores leases the slice
             pm.register(MarkedTests(context), "neuron-marked")
     if plan.scope == "test":
-        from .scheduler import (
-            pool_units,
-            start_test_scope,  # durations, and the xdist scheduler
-        )
+        from .scheduler import pool_units, start_test_scope
 
-        start_test_scope(config, plan, context.role, pool_units(context))
+        start_test_scope(config, plan, context.role, pool_units(context))  # durations, the xdist scheduler
     if plan.value("trace"):
         from .tracing import TracePlugin
 
