@@ -23,11 +23,12 @@ no plugin files in its record and rewrites nothing (``--installed`` measures it 
 
 One run's count is not the whole story.  With ``-n 2`` both arms vary by a few tenths of a percent
 from run to run (how often xdist's loops wake, and which worker runs which test, depend on
-timing).  Serially a count repeats exactly, but moves by up to a few tenths of a percent with
-the memory layout of the run: pytest's own work for the same 2,000 tests changed by 15 M
-instructions when a few lines were added to the plugin's start-up code, nowhere near a test.
-(callgrind shows where: dict lookups and CPython's type-attribute cache, whose slots are
-chosen from the addresses of interned names and the order types got their version tags).
+timing).  Serially a count repeats exactly for one build, but moves by up to a few tenths of a
+percent with the memory layout of the run, plugin or not, so that a few lines more or less
+anywhere in the plugin's start-up code move pytest's own work per test (callgrind's
+per-function counts of two such runs differ in dict lookups and in CPython's type-attribute
+cache, whose slots are chosen from the addresses of interned names and the order types got
+their version tags; ``--repeat`` shows the spread).
 ``--repeat N`` runs each arm N times, alternately; run ``i`` of both arms starts with
 ``PYTHONHASHSEED=i`` and, from run 1 on, with ``13 i`` classes and ``97 i`` interned names made
 before pytest starts (a ``sitecustomize`` first on ``PYTHONPATH``; run 0 has none, as a single run
